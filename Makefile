@@ -1,0 +1,33 @@
+# distmeta: two commands, `make train` and `make test`; each sets itself up first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/sinusoid_maml.yaml
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: setup test train bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+train: $(STAMP)
+	$(BIN)/distmeta train $(CONFIG)
+
+bench: $(STAMP)
+	$(BIN)/distmeta bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check distmeta tests
+
+clean:
+	rm -rf $(VENV) runs mlruns mlflow.db .pytest_cache

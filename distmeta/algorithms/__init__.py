@@ -1,0 +1,19 @@
+"""Meta-gradient rules behind one interface: ``meta_gradient(model, params, batch)``.
+
+Each rule is a frozen dataclass of its hyper-parameters. ``MetaGradient.grads`` and
+``.metrics`` are sums over the batch's tasks.
+"""
+
+from distmeta.algorithms.base import AdaptingRule, Evaluation
+from distmeta.algorithms.erm import ERM
+from distmeta.algorithms.fomaml import FOMAML
+from distmeta.algorithms.imaml import IMAML
+from distmeta.algorithms.maml import MAML
+from distmeta.algorithms.r2d2 import R2D2, ridge_head
+from distmeta.algorithms.registry import ALGORITHMS, build_algorithm
+from distmeta.algorithms.reptile import Reptile
+from distmeta.types import EpisodeBatch, MetaAlgorithm, MetaGradient, Params
+
+__all__ = ["ALGORITHMS", "ERM", "FOMAML", "IMAML", "MAML", "R2D2", "AdaptingRule", "EpisodeBatch",
+           "Evaluation", "MetaAlgorithm", "MetaGradient", "Params", "Reptile", "build_algorithm",
+           "ridge_head"]

@@ -1,0 +1,142 @@
+"""What the adapting rules share: hyper-parameters, validation, the inner loop, evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from distmeta.algorithms.functional import (
+    Adapt,
+    adapted_names,
+    loss_and_acc,
+    run_per_task,
+    sgd_steps,
+    split,
+)
+from distmeta.losses import is_classification
+from distmeta.types import EpisodeBatch, LossKind, MetaGradient, Params
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Query loss and accuracy after 0..N inner steps, SUMMED over ``n_tasks`` tasks."""
+
+    query_loss: list[float]
+    query_acc: list[float]
+    n_tasks: int
+
+    def mean(self) -> tuple[list[float], list[float]]:
+        return ([v / self.n_tasks for v in self.query_loss], [v / self.n_tasks for v in self.query_acc])
+
+
+def check_positive(owner: str, name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{owner}.{name}={value!r}: must be a number > 0")
+
+
+def model_params(model: nn.Module) -> Params:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@dataclass(frozen=True)
+class AdaptingRule:
+    """Hyper-parameters of a rule with an inner loop of SGD on the support set.
+
+    ``adapt`` picks what adapts: ``all``, ``head`` (ANIL, Raghu et al. 2020) or a list of
+    parameter names. ``vectorize`` maps the per-task work with ``torch.func.vmap`` (chunked
+    by ``chunk_size``); ``False`` runs the per-task loop.
+    """
+
+    inner_lr: float = 0.01
+    inner_steps: int = 1
+    adapt: Adapt = "all"
+    vectorize: bool = True
+    chunk_size: int | None = None
+
+    min_inner_steps: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        name = f"algorithm({type(self).__name__})"
+        check_positive(name, "inner_lr", self.inner_lr)
+        if not isinstance(self.inner_steps, int) or self.inner_steps < self.min_inner_steps:
+            raise ValueError(f"{name}.inner_steps={self.inner_steps!r}: must be an integer >= {self.min_inner_steps}")
+        if isinstance(self.adapt, list):
+            object.__setattr__(self, "adapt", tuple(self.adapt))
+        if isinstance(self.adapt, str) and self.adapt not in ("all", "head"):
+            raise ValueError(f"{name}.adapt={self.adapt!r}: expected 'all', 'head' or a list of parameter names")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"{name}.chunk_size={self.chunk_size!r}: must be >= 1 or null")
+
+    # -- the interface -------------------------------------------------------------------
+    def init_params(self, model: nn.Module) -> Params:
+        return model_params(model)
+
+    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch) -> MetaGradient:
+        params = {k: v.detach() for k, v in params.items()}
+        names = adapted_names(params, self.adapt)
+        fn = self.task_fn(model, params, names, batch.loss)  # type: ignore[arg-type]
+        grads, metrics = run_per_task(fn, batch, self.vectorize, self.chunk_size)
+        return MetaGradient(grads, batch.n_tasks, {k: float(v) for k, v in metrics.items()})
+
+    def task_fn(self, model: nn.Module, params: Params, names: tuple[str, ...],
+                kind: LossKind) -> Callable[..., tuple[dict[str, Tensor], dict[str, Tensor]]]:
+        raise NotImplementedError
+
+    # -- the inner loop --------------------------------------------------------------------
+    def inner_objective(self, model: nn.Module, kind: LossKind, theta: Params, frozen: Params,
+                        x: Tensor, y: Tensor) -> Callable[[Params], Tensor]:
+        """The loss the inner loop descends (plain support loss; iMAML adds a proximal term)."""
+        return lambda fast: loss_and_acc(model, kind, {**frozen, **fast}, x, y)[0]
+
+    def adapt_task(self, model: nn.Module, kind: LossKind, params: Params, names: tuple[str, ...],
+                   x: Tensor, y: Tensor, steps: int | None = None) -> tuple[Params, Tensor]:
+        """Adapted full parameters after ``steps`` (default ``inner_steps``) and the first inner loss."""
+        theta, frozen = split(params, names)
+        objective = self.inner_objective(model, kind, theta, frozen, x, y)
+        fast, first = sgd_steps(objective, theta, self.inner_steps if steps is None else steps, self.inner_lr)
+        return {**frozen, **fast}, first
+
+    def adaptation_metrics(self, model: nn.Module, kind: LossKind, params: Params, adapted: Params,
+                           xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> dict[str, Tensor]:
+        """Pre/post-adaptation losses (and accuracies) of one task, as metrics."""
+        q_before, acc_before = loss_and_acc(model, kind, params, xq, yq)
+        q_after, acc_after = loss_and_acc(model, kind, adapted, xq, yq)
+        metrics = {
+            "query_loss": q_after,
+            "query_loss_before": q_before,
+            "support_loss_before": loss_and_acc(model, kind, params, xs, ys)[0],
+            "support_loss_after": loss_and_acc(model, kind, adapted, xs, ys)[0],
+        }
+        if is_classification(kind):
+            metrics |= {"query_acc": acc_after, "query_acc_before": acc_before}
+        return {k: v.detach() for k, v in metrics.items()}
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch,
+                 steps: int | None = None) -> Evaluation:
+        """Query loss/accuracy after 0, 1, ..., ``steps`` inner steps (default ``inner_steps``)."""
+        steps = self.inner_steps if steps is None else steps
+        if steps < 0:
+            raise ValueError(f"evaluation steps={steps}: must be >= 0")
+        params = {k: v.detach() for k, v in params.items()}
+        names = adapted_names(params, self.adapt)
+        kind: LossKind = batch.loss  # type: ignore[assignment]
+
+        def curve(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
+            theta, frozen = split(params, names)
+            objective = self.inner_objective(model, kind, theta, frozen, xs, ys)
+            losses, accs, fast = [], [], theta
+            for s in range(steps + 1):
+                loss, acc = loss_and_acc(model, kind, {**frozen, **fast}, xq, yq)
+                losses.append(loss)
+                accs.append(acc)
+                if s < steps:
+                    fast, _ = sgd_steps(objective, fast, 1, self.inner_lr)
+            return {"loss": torch.stack(losses), "acc": torch.stack(accs)}, {}
+
+        out, _ = run_per_task(curve, batch, self.vectorize, self.chunk_size)
+        return Evaluation(out["loss"].tolist(), out["acc"].tolist(), batch.n_tasks)

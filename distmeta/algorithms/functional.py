@@ -1,0 +1,128 @@
+"""Per-task maths shared by the rules, in torch.func style (params as dicts, no module clones).
+
+Every function here works on ONE task (unbatched tensors) so that it composes with
+``torch.func.vmap`` over the task dimension; :func:`run_per_task` runs it either vectorised
+or as a plain per-task loop (the reference path, and the faster one for CPU convolutions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from distmeta.losses import task_loss
+from distmeta.models.base import HEAD_PREFIX
+from distmeta.types import EpisodeBatch, LossKind, Params
+
+RULE_PREFIX = "rule."
+"""Meta-parameters owned by a rule rather than the model (e.g. R2-D2's learnable λ)."""
+
+Adapt = str | tuple[str, ...]
+
+
+def forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    """``model(x)`` with ``params`` (rule-owned entries are ignored)."""
+    own = {k: v for k, v in params.items() if not k.startswith(RULE_PREFIX)}
+    return functional_call(model, own, (x,))
+
+
+def loss_and_acc(model: nn.Module, kind: LossKind, params: Mapping[str, Tensor],
+                 x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    return task_loss(kind, forward(model, params, x), y)
+
+
+def adapted_names(params: Mapping[str, Tensor], adapt: Adapt) -> tuple[str, ...]:
+    """Names that adapt in the inner loop: ``all``, ``head`` (ANIL) or an explicit list."""
+    model_names = [k for k in params if not k.startswith(RULE_PREFIX)]
+    if adapt == "all":
+        return tuple(model_names)
+    if adapt == "head":
+        names = [k for k in model_names if k.startswith(HEAD_PREFIX)]
+        if not names:
+            raise ValueError("algorithm.adapt='head' but the model has no parameters under 'head.'")
+        return tuple(names)
+    missing = [n for n in adapt if n not in params]
+    if missing:
+        raise ValueError(f"algorithm.adapt names unknown parameter(s) {missing}; the model has {model_names}")
+    return tuple(adapt)
+
+
+def split(params: Mapping[str, Tensor], names: Sequence[str]) -> tuple[Params, Params]:
+    """(adapted, frozen) parts of ``params``."""
+    chosen = set(names)
+    return ({k: v for k, v in params.items() if k in chosen},
+            {k: v for k, v in params.items() if k not in chosen})
+
+
+def tree_dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
+    return sum((a[k] * b[k]).sum() for k in a)  # type: ignore[return-value]
+
+
+def tree_axpy(alpha: Tensor | float, x: Mapping[str, Tensor], y: Mapping[str, Tensor]) -> Params:
+    """``alpha * x + y``."""
+    return {k: alpha * x[k] + y[k] for k in y}
+
+
+def sgd_steps(loss_fn: Callable[[Params], Tensor], start: Params, steps: int,
+              lr: float) -> tuple[Params, Tensor]:
+    """``steps`` of gradient descent on ``loss_fn`` from ``start``; also the loss at ``start``.
+
+    Differentiable when called under an outer ``torch.func.grad`` (MAML), graph-free otherwise.
+    """
+    fast = start
+    first: Tensor | None = None
+    for _ in range(steps):
+        g, value = grad_and_value(loss_fn)(fast)
+        first = value if first is None else first
+        fast = {k: fast[k] - lr * g[k] for k in fast}
+    return fast, (loss_fn(start) if first is None else first)
+
+
+def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, steps: int) -> Params:
+    """Solve ``A x = b`` for symmetric positive definite ``A`` by ``steps`` CG iterations from 0.
+
+    Fixed iteration count (no data-dependent stopping) so it vectorises with ``vmap``;
+    a zero residual is handled without dividing by zero.
+    """
+    x = {k: torch.zeros_like(v) for k, v in b.items()}
+    r = dict(b)
+    p = dict(b)
+    rr = tree_dot(r, r)
+    for _ in range(steps):
+        ap = matvec(p)
+        pap = tree_dot(p, ap)
+        alpha = torch.where(pap > 0, rr / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
+        x = tree_axpy(alpha, p, x)
+        r = tree_axpy(-alpha, ap, r)
+        rr_new = tree_dot(r, r)
+        beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr))
+        p = tree_axpy(beta, p, r)
+        rr = rr_new
+    return x
+
+
+TaskFn = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[dict[str, Tensor], dict[str, Tensor]]]
+
+
+def run_per_task(fn: TaskFn, batch: EpisodeBatch, vectorize: bool,
+                 chunk_size: int | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Run ``fn(support_x, support_y, query_x, query_y)`` on every task and SUM its outputs.
+
+    ``vectorize=True`` maps over the task dimension with ``torch.func.vmap`` (in chunks of
+    ``chunk_size`` tasks when given); ``False`` is a plain loop over tasks.
+    """
+    args = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+    if vectorize:
+        outs = vmap(fn, chunk_size=chunk_size)(*args)
+        return tuple({k: v.sum(0) for k, v in out.items()} for out in outs)  # type: ignore[return-value]
+    total: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None
+    for t in range(batch.n_tasks):
+        outs = fn(*(a[t] for a in args))
+        total = outs if total is None else tuple(
+            {k: acc[k] + out[k] for k in acc} for acc, out in zip(total, outs, strict=True))  # type: ignore[assignment]
+    if total is None:
+        raise ValueError("EpisodeBatch holds no tasks")
+    return total

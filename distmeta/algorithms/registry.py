@@ -1,0 +1,33 @@
+"""Config names -> rules. ANIL is not a rule of its own: it is ``maml`` with ``adapt: head``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distmeta.algorithms.erm import ERM
+from distmeta.algorithms.fomaml import FOMAML
+from distmeta.algorithms.imaml import IMAML
+from distmeta.algorithms.maml import MAML
+from distmeta.algorithms.r2d2 import R2D2
+from distmeta.algorithms.reptile import Reptile
+
+ALGORITHMS: dict[str, type] = {
+    "maml": MAML,
+    "fomaml": FOMAML,
+    "imaml": IMAML,
+    "reptile": Reptile,
+    "erm": ERM,
+    "r2d2": R2D2,
+}
+
+
+def build_algorithm(name: str, **hyper: Any):
+    """``build_algorithm("maml", inner_lr=0.4)``; a bad name or hyper-parameter is named in the error."""
+    if name not in ALGORITHMS:
+        raise ValueError(f"algorithm.name={name!r} is not a rule: expected one of {sorted(ALGORITHMS)}")
+    cls = ALGORITHMS[name]
+    fields = set(cls.__dataclass_fields__) - {"min_inner_steps"}
+    unknown = sorted(set(hyper) - fields)
+    if unknown:
+        raise ValueError(f"algorithm.{unknown[0]}: not a hyper-parameter of {name!r}; valid: {sorted(fields)}")
+    return cls(**hyper)

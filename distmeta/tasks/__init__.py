@@ -1,0 +1,21 @@
+"""Task families: each samples an ``EpisodeBatch`` as a pure function of (seed, step, shard)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from distmeta.tasks.images import Episodes, ImageClasses
+from distmeta.tasks.linear_rep import LinearRepresentation, principal_angle_distance
+from distmeta.tasks.seeding import episode_rng
+from distmeta.tasks.sinusoid import Sinusoid
+from distmeta.types import EpisodeBatch
+
+
+class TaskFamily(Protocol):
+    loss: str
+
+    def sample(self, n_tasks: int, seed: int, step: int, shard: int) -> EpisodeBatch: ...
+
+
+__all__ = ["Episodes", "ImageClasses", "LinearRepresentation", "Sinusoid", "TaskFamily",
+           "episode_rng", "principal_angle_distance"]

@@ -1,0 +1,120 @@
+"""The one vocabulary every room shares: parameters, episode batches, meta-gradients.
+
+Data flows one way: ``data`` -> ``tasks`` (:class:`EpisodeBatch`) -> ``algorithms``
+(:class:`MetaGradient`) -> ``runtime`` (sum, step) -> ``tracking``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+
+Params = dict[str, Tensor]
+"""torch.func style parameters: name -> tensor."""
+
+LossKind = Literal["mse", "cross_entropy"]
+LOSS_KINDS: tuple[str, ...] = ("mse", "cross_entropy")
+
+
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """``T`` tasks stacked on dim 0.
+
+    ``support_x``: ``[T, S, ...]``; ``support_y``: ``[T, S]`` class labels (int64) or
+    ``[T, S, out]`` regression targets; likewise ``query_x`` / ``query_y`` with ``Q`` points.
+    ``loss`` is the task family's loss (``mse`` or ``cross_entropy``); when omitted it is
+    taken from the targets' dtype (integer labels -> cross-entropy).
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+    loss: LossKind | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss is None:
+            kind = "mse" if self.support_y.is_floating_point() else "cross_entropy"
+            object.__setattr__(self, "loss", kind)
+        if self.loss not in LOSS_KINDS:
+            raise ValueError(f"EpisodeBatch.loss={self.loss!r}: expected one of {LOSS_KINDS}")
+        self._check_shapes()
+        self._check_finite()
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.support_x.shape[0])
+
+    def _check_shapes(self) -> None:
+        sx, sy, qx, qy = self.support_x, self.support_y, self.query_x, self.query_y
+        for name, t in (("support_x", sx), ("support_y", sy), ("query_x", qx), ("query_y", qy)):
+            if t.dim() < 2:
+                raise ValueError(f"EpisodeBatch.{name} has shape {tuple(t.shape)}: expected [T, n, ...]")
+        if len({sx.shape[0], sy.shape[0], qx.shape[0], qy.shape[0]}) != 1:
+            raise ValueError(
+                "EpisodeBatch: task dimension differs: support_x "
+                f"{tuple(sx.shape)}, support_y {tuple(sy.shape)}, query_x {tuple(qx.shape)}, "
+                f"query_y {tuple(qy.shape)}"
+            )
+        if sx.shape[:2] != sy.shape[:2]:
+            raise ValueError(f"EpisodeBatch: support_x {tuple(sx.shape)} and support_y {tuple(sy.shape)} disagree on [T, S]")
+        if qx.shape[:2] != qy.shape[:2]:
+            raise ValueError(f"EpisodeBatch: query_x {tuple(qx.shape)} and query_y {tuple(qy.shape)} disagree on [T, Q]")
+        if sx.shape[2:] != qx.shape[2:]:
+            raise ValueError(f"EpisodeBatch: support_x {tuple(sx.shape)} and query_x {tuple(qx.shape)} have different input shapes")
+        if sy.shape[2:] != qy.shape[2:]:
+            raise ValueError(f"EpisodeBatch: support_y {tuple(sy.shape)} and query_y {tuple(qy.shape)} have different target shapes")
+        if self.loss == "cross_entropy" and (sy.is_floating_point() or qy.is_floating_point()):
+            raise ValueError("EpisodeBatch: cross_entropy needs integer class labels in support_y and query_y")
+
+    def _check_finite(self) -> None:
+        for name in ("support_x", "support_y", "query_x", "query_y"):
+            t = getattr(self, name)
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ValueError(f"EpisodeBatch.{name} holds {bad} non-finite value(s) (NaN or inf)")
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> EpisodeBatch:
+        """Move to ``device``; cast floating tensors (inputs, regression targets) to ``dtype``."""
+
+        def move(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+        return EpisodeBatch(move(self.support_x), move(self.support_y), move(self.query_x),
+                            move(self.query_y), self.loss)
+
+    def slice(self, start: int, stop: int) -> EpisodeBatch:
+        """Tasks ``start:stop`` as a batch of their own."""
+        return EpisodeBatch(self.support_x[start:stop], self.support_y[start:stop],
+                            self.query_x[start:stop], self.query_y[start:stop], self.loss)
+
+
+@dataclass(frozen=True)
+class MetaGradient:
+    """Per-task meta-gradients and metrics, SUMMED over the batch's tasks.
+
+    Sums (not means) add exactly across workers; the parameter server divides by the total
+    ``n_tasks`` once. Metrics: ``query_loss`` (the outer objective), ``query_loss_before``,
+    ``support_loss_before``/``support_loss_after``, ``query_acc`` (classification) ...
+    """
+
+    grads: Params
+    n_tasks: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def is_finite(self) -> bool:
+        return all(bool(torch.isfinite(g).all()) for g in self.grads.values())
+
+
+class MetaAlgorithm(Protocol):
+    """A meta-gradient rule: a frozen dataclass of its own hyper-parameters."""
+
+    def init_params(self, model: nn.Module) -> Params:
+        """The meta-parameters: the model's, plus any the rule owns (e.g. a learnable ridge λ)."""
+        ...
+
+    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch) -> MetaGradient:
+        ...
