@@ -5,8 +5,8 @@ The head is not learned by gradient steps but solved in closed form by ridge reg
 the body's support features Phi (S x p) and targets Y (one-hot for classification):
 W = (Phi^T Phi + lam I)^-1 Phi^T Y  (Eq. 4), or with the Woodbury identity
 W = Phi^T (Phi Phi^T + lam I)^-1 Y  (Eq. 5) when S < p, which costs an S x S solve.
-Query predictions are alpha * Phi_q W + beta (Section 3.2: a learned scale and offset
-calibrate the regression outputs as logits); the query loss is differentiated through the
+Query predictions are alpha * Phi_q W (Section 3.2: a learned scale calibrates the regression
+outputs as logits; the paper's scalar offset is left out, as softmax ignores it); the query loss is differentiated through the
 solve to the body. lam is fixed, or learned as log lam.
 """
 
@@ -26,7 +26,6 @@ from distmeta.types import EpisodeBatch, LossKind, MetaGradient, Params
 
 LOG_LAM = RULE_PREFIX + "log_lam"
 SCALE = RULE_PREFIX + "scale"
-OFFSET = RULE_PREFIX + "offset"
 BODY = "body."
 
 
@@ -60,7 +59,6 @@ class R2D2:
             params[LOG_LAM] = torch.tensor(math.log(self.lam), dtype=dtype)
         if self.learn_scale:
             params[SCALE] = torch.tensor(1.0, dtype=dtype)
-            params[OFFSET] = torch.tensor(0.0, dtype=dtype)
         return params
 
     def _query_loss(self, model: nn.Module, kind: LossKind, p: Params, xs, ys, xq, yq):
@@ -71,7 +69,7 @@ class R2D2:
         w = ridge_head(phi_s, one_hot_targets(kind, ys, model.out_features, phi_s.dtype), lam)
         pred = phi_q @ w
         if SCALE in p:
-            pred = p[SCALE] * pred + p[OFFSET]
+            pred = p[SCALE] * pred
         return task_loss(kind, pred, yq)
 
     def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch) -> MetaGradient:

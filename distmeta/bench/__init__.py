@@ -1,0 +1,1 @@
+"""Benchmarks behind `distmeta bench`."""

@@ -1,0 +1,73 @@
+"""Bad input raises errors whose messages name the problem."""
+
+import pytest
+import torch
+
+from distmeta.algorithms import MAML, build_algorithm
+from distmeta.models import build_model, mlp
+from distmeta.tasks import Sinusoid
+from distmeta.types import EpisodeBatch
+
+
+def test_unknown_rule_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'mammal'.*\['erm', 'fomaml', 'imaml', 'maml', 'r2d2', 'reptile'\]"):
+        build_algorithm("mammal")
+
+
+def test_unknown_hyper_parameter_is_named():
+    with pytest.raises(ValueError, match="inner_lrr"):
+        build_algorithm("maml", inner_lrr=0.1)
+
+
+def test_unknown_model_is_named():
+    with pytest.raises(ValueError, match="resnet"):
+        build_model("resnet")
+
+
+@pytest.mark.parametrize("lr", [-0.1, 0.0])
+def test_non_positive_learning_rate(lr):
+    with pytest.raises(ValueError, match="inner_lr"):
+        MAML(inner_lr=lr)
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "imaml", "reptile"])
+def test_zero_inner_steps_for_an_adapting_rule(name):
+    with pytest.raises(ValueError, match="inner_steps=0"):
+        build_algorithm(name, inner_steps=0)
+
+
+def test_erm_accepts_zero_inner_steps():
+    assert build_algorithm("erm", inner_steps=0).inner_steps == 0
+
+
+def test_bad_adapt_value():
+    with pytest.raises(ValueError, match="adapt"):
+        MAML(adapt="body")
+    model = mlp()
+    rule = MAML(adapt=["head.weight", "nope"])
+    with pytest.raises(ValueError, match="nope"):
+        rule.meta_gradient(model, rule.init_params(model), Sinusoid().sample(2, 0, 0, 0))
+
+
+def test_mismatched_support_and_query_shapes():
+    good = Sinusoid(shots=5, query=5).sample(3, 0, 0, 0)
+    with pytest.raises(ValueError, match="task dimension"):
+        EpisodeBatch(good.support_x, good.support_y, good.query_x[:2], good.query_y[:2])
+    with pytest.raises(ValueError, match="support_x .* support_y"):
+        EpisodeBatch(good.support_x, good.support_y[:, :4], good.query_x, good.query_y)
+    with pytest.raises(ValueError, match="input shapes"):
+        EpisodeBatch(good.support_x, good.support_y, torch.zeros(3, 5, 2), good.query_y)
+
+
+def test_nan_in_the_data_is_named():
+    good = Sinusoid(shots=5, query=5).sample(3, 0, 0, 0)
+    bad_x = good.query_x.clone()
+    bad_x[1, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"query_x holds 1 non-finite"):
+        EpisodeBatch(good.support_x, good.support_y, bad_x, good.query_y)
+
+
+def test_classification_needs_integer_labels():
+    good = Sinusoid(shots=5, query=5).sample(3, 0, 0, 0)
+    with pytest.raises(ValueError, match="integer class labels"):
+        EpisodeBatch(good.support_x, good.support_y, good.query_x, good.query_y, "cross_entropy")
