@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -23,14 +24,40 @@ from distmeta.types import EpisodeBatch, LossKind, MetaGradient, Params
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Query loss and accuracy after 0..N inner steps, SUMMED over ``n_tasks`` tasks."""
+    """Query loss and accuracy after 0..N inner steps, SUMMED over ``n_tasks`` tasks (with
+    their sums of squares, for confidence intervals). Evaluations of batches add with ``+``."""
 
     query_loss: list[float]
     query_acc: list[float]
     n_tasks: int
+    query_loss_sq: list[float] = field(default_factory=list)
+    query_acc_sq: list[float] = field(default_factory=list)
 
     def mean(self) -> tuple[list[float], list[float]]:
         return ([v / self.n_tasks for v in self.query_loss], [v / self.n_tasks for v in self.query_acc])
+
+    def ci95(self) -> tuple[list[float], list[float]]:
+        """Half-widths of the 95% normal confidence intervals of the means, per step."""
+        def half(sums: list[float], squares: list[float]) -> list[float]:
+            n = self.n_tasks
+            out = []
+            for s, q in zip(sums, squares, strict=True):
+                var = max(q / n - (s / n) ** 2, 0.0) * n / max(n - 1, 1)
+                out.append(1.96 * math.sqrt(var / n))
+            return out
+        return half(self.query_loss, self.query_loss_sq), half(self.query_acc, self.query_acc_sq)
+
+    def __add__(self, other: Evaluation) -> Evaluation:
+        def add(a: list[float], b: list[float]) -> list[float]:
+            return [x + y for x, y in zip(a, b, strict=True)]
+        return Evaluation(add(self.query_loss, other.query_loss), add(self.query_acc, other.query_acc),
+                          self.n_tasks + other.n_tasks, add(self.query_loss_sq, other.query_loss_sq),
+                          add(self.query_acc_sq, other.query_acc_sq))
+
+
+def evaluation_from_sums(out: dict[str, Tensor], n_tasks: int) -> Evaluation:
+    return Evaluation(out["loss"].tolist(), out["acc"].tolist(), n_tasks,
+                      out["loss_sq"].tolist(), out["acc_sq"].tolist())
 
 
 def check_positive(owner: str, name: str, value: float) -> None:
@@ -136,7 +163,8 @@ class AdaptingRule:
                 accs.append(acc)
                 if s < steps:
                     fast, _ = sgd_steps(objective, fast, 1, self.inner_lr)
-            return {"loss": torch.stack(losses), "acc": torch.stack(accs)}, {}
+            loss_t, acc_t = torch.stack(losses), torch.stack(accs)
+            return {"loss": loss_t, "acc": acc_t, "loss_sq": loss_t ** 2, "acc_sq": acc_t ** 2}, {}
 
         out, _ = run_per_task(curve, batch, self.vectorize, self.chunk_size)
-        return Evaluation(out["loss"].tolist(), out["acc"].tolist(), batch.n_tasks)
+        return evaluation_from_sums(out, batch.n_tasks)

@@ -5,8 +5,9 @@ Inner problem (Eq. 4): phi* = argmin_phi L_support(phi) + lam/2 ||phi - theta||^
 approximately by ``inner_steps`` of gradient descent from theta, without a graph.
 Outer gradient (Eq. 6-7): d phi*/d theta = (I + H/lam)^-1 with H the Hessian of L_support at
 phi*, so g = (I + H/lam)^-1 grad L_query(phi*), solved by ``cg_steps`` of conjugate gradient
-on Hessian-vector products (``vjp`` of ``grad``: the gradient's graph is built once per
-task and reused by every CG step; H is symmetric, so v^T H = (H v)^T). ``damping`` adds
+on Hessian-vector products (reverse-over-reverse, H v = grad <grad L_s, v>, which vmaps
+for every model here; forward-over-reverse ``jvp`` and a reused ``vjp`` each fail under
+``vmap`` for one of the MLP or Conv4 in torch 2.14). ``damping`` adds
 damping/lam * I to the system for stability. Memory is that of one inner gradient plus a
 Hessian-vector product, independent of ``inner_steps``.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor, nn
-from torch.func import grad, vjp
+from torch.func import grad
 
 from distmeta.algorithms.base import AdaptingRule, check_positive
 from distmeta.algorithms.functional import conjugate_gradient, loss_and_acc, split, tree_dot
@@ -65,10 +66,8 @@ class IMAML(AdaptingRule):
             g_phi, g_rest = grad(lambda p, r: loss_and_acc(model, kind, {**r, **p}, xq, yq)[0],
                                  argnums=(0, 1))(phi, rest)
 
-            _, hvp = vjp(lambda p: grad(support_loss)(p, rest), phi)
-
             def matvec(v: Params) -> Params:
-                (hv,) = hvp(v)
+                hv = grad(lambda p: tree_dot(grad(support_loss)(p, rest), v))(phi)
                 return {k: (1.0 + damping / lam) * v[k] + hv[k] / lam for k in v}
 
             x = conjugate_gradient(matvec, g_phi, self.cg_steps)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad
 
-from distmeta.algorithms.base import Evaluation, check_positive, model_params
+from distmeta.algorithms.base import Evaluation, check_positive, evaluation_from_sums, model_params
 from distmeta.algorithms.functional import RULE_PREFIX, run_per_task
 from distmeta.losses import is_classification, one_hot_targets, task_loss
 from distmeta.types import EpisodeBatch, LossKind, MetaGradient, Params
@@ -96,8 +96,9 @@ class R2D2:
 
         def task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
             loss, acc = self._query_loss(model, kind, params, xs, ys, xq, yq)
-            return {"loss": loss.detach()[None], "acc": acc.detach()[None]}, {}
+            loss, acc = loss.detach()[None], acc.detach()[None]
+            return {"loss": loss, "acc": acc, "loss_sq": loss ** 2, "acc_sq": acc ** 2}, {}
 
         with torch.no_grad():
             out, _ = run_per_task(task, batch, self.vectorize, self.chunk_size)
-        return Evaluation(out["loss"].tolist(), out["acc"].tolist(), batch.n_tasks)
+        return evaluation_from_sums(out, batch.n_tasks)

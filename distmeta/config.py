@@ -1,0 +1,295 @@
+"""The typed run config: load YAML, apply ``key=value`` overrides, validate.
+
+Every error names the full key path (``algorithm.inner_lrr``), the file, or the value.
+Sections: ``task``, ``model``, ``algorithm``, ``outer``, ``runtime``, ``data``, ``tracking``,
+``checkpoint``, ``eval``. The rule, model and task family sections are validated against the
+hyper-parameters of the class they build, so a config can only name what exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from distmeta.algorithms import ALGORITHMS
+from distmeta.models import MODELS
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key path or the file."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_kwargs(section: str, target: Any, kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+    """Validate ``kwargs`` against ``target``'s signature and type hints; errors name ``section.key``."""
+    params = {n: p for n, p in inspect.signature(target).parameters.items() if n not in skip}
+    for key in kwargs:
+        if key not in params:
+            raise ValueError(f"{section}.{key}: unknown key; valid keys: {sorted(params)}")
+    hints = inspect.get_annotations(target, eval_str=True) if inspect.isfunction(target) else {
+        n: f.type for n, f in target.__dataclass_fields__.items()}
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        if hint is None or isinstance(hint, str):
+            continue
+        try:
+            TypeAdapter(hint).validate_python(value, strict=False)
+        except ValidationError as exc:
+            raise ValueError(f"{section}.{key}={value!r}: {exc.errors()[0]['msg']}") from None
+
+
+class TaskConfig(Section):
+    """``family``: sinusoid | linear_rep | omniglot; the rest are the family's own keys."""
+
+    model_config = ConfigDict(extra="allow")
+    family: Literal["sinusoid", "linear_rep", "omniglot"] = "sinusoid"
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        from distmeta.tasks import LinearRepresentation, Sinusoid
+
+        if self.family in ("sinusoid", "linear_rep"):
+            cls = Sinusoid if self.family == "sinusoid" else LinearRepresentation
+            _check_kwargs("task", cls, self.kwargs)
+            family = cls(**self.kwargs)
+            self.model_extra.update({  # type: ignore[union-attr]
+                f: list(getattr(family, f)) if isinstance(getattr(family, f), tuple) else getattr(family, f)
+                for f, spec in cls.__dataclass_fields__.items() if spec.init})
+        else:
+            allowed = {"way", "shot", "query", "root", "rotations", "image_size"}
+            for key in self.kwargs:
+                if key not in allowed:
+                    raise ValueError(f"task.{key}: unknown key for omniglot; valid keys: {sorted(allowed)}")
+        return self
+
+
+class ModelConfig(Section):
+    model_config = ConfigDict(extra="allow")
+    name: str = "mlp"
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.name not in MODELS:
+            raise ValueError(f"model.name={self.name!r}: expected one of {sorted(MODELS)}")
+        _check_kwargs("model", MODELS[self.name], self.kwargs)
+        return self
+
+    def build(self):
+        return MODELS[self.name](**self.kwargs)
+
+
+class AlgorithmConfig(Section):
+    model_config = ConfigDict(extra="allow")
+    name: str = "maml"
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check(self) -> AlgorithmConfig:
+        if self.name not in ALGORITHMS:
+            raise ValueError(f"algorithm.name={self.name!r}: expected one of {sorted(ALGORITHMS)}")
+        cls = ALGORITHMS[self.name]
+        _check_kwargs("algorithm", cls, self.kwargs, skip=("min_inner_steps",))
+        try:
+            rule = cls(**self.kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc).replace(f"algorithm({cls.__name__})", "algorithm")) from None
+        resolved = {f: getattr(rule, f) for f in cls.__dataclass_fields__ if f != "min_inner_steps"}
+        self.model_extra.update({k: list(v) if isinstance(v, tuple) else v  # type: ignore[union-attr]
+                                 for k, v in resolved.items()})
+        return self
+
+    def build(self):
+        """The rule object, e.g. ``MAML(inner_lr=0.01, inner_steps=1)``."""
+        return ALGORITHMS[self.name](**self.kwargs)
+
+
+class OuterConfig(Section):
+    """The outer (meta) optimiser, on the parameter server."""
+
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    clip_grad_norm: float | None = Field(None, gt=0)
+    zero_head: bool = False
+    steps: int = Field(1000, ge=1)
+
+
+class RuntimeConfig(Section):
+    """How the meta-batch is cut and placed: ``meta_batch`` tasks per step in
+    ``logical_shards`` fixed shards, computed by ``workers`` Ray actors."""
+
+    meta_batch: int = Field(25, ge=1)
+    logical_shards: int = Field(5, ge=1)
+    workers: int = Field(2, ge=1)
+    cpus_per_worker: float = Field(1.0, ge=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    threads_per_worker: int = Field(1, ge=1)
+    placement: Literal["spread", "pack"] = "spread"
+    on_worker_loss: Literal["reassign", "wait"] = "reassign"
+    step_timeout_s: float = Field(300.0, gt=0)
+    max_step_retries: int = Field(5, ge=0)
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _check(self) -> RuntimeConfig:
+        if self.meta_batch % self.logical_shards:
+            raise ValueError(f"runtime.meta_batch={self.meta_batch} must be a multiple of "
+                             f"runtime.logical_shards={self.logical_shards}")
+        if self.workers > self.logical_shards:
+            raise ValueError(f"runtime.workers={self.workers} must be <= runtime.logical_shards={self.logical_shards}")
+        return self
+
+    @property
+    def tasks_per_shard(self) -> int:
+        return self.meta_batch // self.logical_shards
+
+
+class DataConfig(Section):
+    """Episode shards (``distmeta data pack``); with no ``path`` tasks are generated on the fly."""
+
+    path: str | None = None
+    split: str = "train"
+    on_error: Literal["raise", "skip"] = "raise"
+
+
+class TrackingConfig(Section):
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "distmeta"
+    log_every: int = Field(10, ge=1)
+    system_metrics: bool = True
+
+
+class CheckpointConfig(Section):
+    every: int = Field(100, ge=1)
+    keep: int = Field(3, ge=1)
+
+
+class EvalConfig(Section):
+    episodes: int = Field(100, ge=1)
+    steps: int | None = Field(None, ge=0)
+    batch: int = Field(25, ge=1)
+    split: str = "test"
+
+
+class RunConfig(Section):
+    name: str = "run"
+    seed: int = Field(0, ge=0)
+    run_dir: str | None = None
+    task: TaskConfig = TaskConfig()
+    model: ModelConfig = ModelConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    outer: OuterConfig = OuterConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    data: DataConfig = DataConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _check_together(self) -> RunConfig:
+        way = self.task.kwargs.get("way", 5) if self.task.family == "omniglot" else None
+        if self.model.name == "conv4" and way is not None:
+            n_way = self.model.model_extra.setdefault("n_way", way)  # type: ignore[union-attr]
+            if n_way != way:
+                raise ValueError(f"model.n_way={n_way} does not match task.way={way}")
+        try:
+            MODELS[self.model.name](**self.model.kwargs)
+        except TypeError as exc:
+            raise ValueError(f"model: {exc}") from None
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _format(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(msg if path and msg.startswith(path.split(".")[0] + ".") or not path else f"{path}: {msg}")
+    return "; ".join(lines)
+
+
+def validate(data: dict[str, Any]) -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``algorithm.inner_lr=0.1`` -> (['algorithm', 'inner_lr'], 0.1); values are YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. algorithm.inner_lr=0.1")
+    key, raw = item.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(path[:i + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load ``path`` (or the defaults), apply ``key=value`` overrides, validate."""
+    data = read_yaml(path) if path is not None else {}
+    return validate(apply_overrides(data, overrides or []))

@@ -1,0 +1,58 @@
+"""Joining a Ray cluster, or starting a local one that stays on the loopback interface.
+
+When distmeta starts Ray itself, every Ray process binds 127.0.0.1 (the dashboard too):
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set before Ray is imported. When it joins an
+existing cluster (``--address``, or ``RAY_ADDRESS`` as ``ray job submit`` sets), it changes
+nothing about how that cluster binds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class RaySession:
+    started_here: bool
+    address: str
+    dashboard_url: str | None
+
+    def shutdown(self) -> None:
+        import ray
+
+        if self.started_here and ray.is_initialized():
+            ray.shutdown()
+
+
+def loopback_env() -> None:
+    """Environment for a local Ray that binds only loopback; call before importing ray."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def connect(address: str | None = None, num_cpus: float | None = None, num_gpus: float | None = None,
+            object_store_mb: int = 512, dashboard: bool = True) -> RaySession:
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``); otherwise start a local one."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        loopback_env()
+    import ray
+
+    if ray.is_initialized():
+        ctx = ray.get_runtime_context()
+        return RaySession(False, ctx.gcs_address, None)
+    if address is not None:
+        info = ray.init(address=address, log_to_driver=True)
+        log.info("joined Ray cluster at %s", address)
+        return RaySession(False, address, getattr(info, "dashboard_url", None))
+    cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
+    info = ray.init(num_cpus=int(-(-cpus // 1)), num_gpus=num_gpus, include_dashboard=dashboard,
+                    dashboard_host=LOOPBACK, object_store_memory=object_store_mb * 2**20,
+                    log_to_driver=True)
+    log.info("started a local Ray instance (%s CPUs) on %s", cpus, LOOPBACK)
+    return RaySession(True, ray.get_runtime_context().gcs_address, getattr(info, "dashboard_url", None))

@@ -1,0 +1,83 @@
+"""The tracker interface the training driver writes to, and a tracker that records nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """One experiment-tracking run, written only by the training driver.
+
+    ``start`` opens (or resumes) the run and returns its id (``None`` when nothing is
+    recorded); ``log_metrics`` buffers one step's scalars; ``flush`` sends the buffer;
+    ``end`` flushes and closes the run. No method raises because the tracking backend failed.
+    """
+
+    run_id: str | None
+
+    def start(
+        self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+        resume_run_id: str | None = None,
+    ) -> str | None:
+        """Open a run (or reopen ``resume_run_id``) with ``params`` (nested, flattened here)."""
+        ...
+
+    def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Buffer ``metrics`` at ``step``; sent when the buffer is large or on ``flush``."""
+        ...
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        """Upload the file or directory ``local_path`` under ``artifact_path``."""
+        ...
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        """Store JSON-serialisable ``data`` (e.g. an evaluation table) as ``artifact_file``."""
+        ...
+
+    def flush(self) -> None:
+        """Send every buffered metric now."""
+        ...
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush and close the run with ``status`` (FINISHED, FAILED or KILLED)."""
+        ...
+
+
+def check_status(status: str) -> str:
+    """Return ``status`` if it is a terminal run status, else raise ``ValueError`` naming it."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"run status {status!r} is not one of {', '.join(RUN_STATUSES)}")
+    return status
+
+
+class NullTracker:
+    """A :class:`Tracker` that records nothing (``run_id`` stays ``None``)."""
+
+    run_id: str | None = None
+
+    def start(
+        self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+        resume_run_id: str | None = None,
+    ) -> str | None:
+        """Record nothing; return ``None``."""
+        return None
+
+    def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Drop the metrics."""
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        """Drop the artifact."""
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        """Drop the data."""
+
+    def flush(self) -> None:
+        """Nothing to send."""
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Check ``status`` and do nothing else."""
+        check_status(status)

@@ -1,0 +1,190 @@
+"""MlflowTracker against a real ``mlflow server`` over HTTP, including the server dying mid-run.
+
+The server is started at most twice per module (once, then once more after the outage test
+stops it), in its own process group, and always killed in the fixture's finalizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from distmeta.tracking import MlflowTracker, Spill
+
+logger = logging.getLogger(__name__)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+class MlflowServer:
+    """One ``mlflow server`` on 127.0.0.1 with an SQLite store, restartable on the same port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, deadline_s: float = 60.0) -> None:
+        """Start the server and wait for ``/health`` (fail with the log tail on timeout)."""
+        cmd = [sys.executable, "-m", "mlflow", "server",
+               "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db",
+               "--default-artifact-root", str(self.root / "artifacts"),
+               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        # No background job runner (7 huey processes) on a 2-core test machine.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        log = (self.root / "server.log").open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=self.root, start_new_session=True)
+        self.starts += 1
+        begin = time.monotonic()
+        while time.monotonic() - begin < deadline_s:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        logger.info("mlflow server up in %.1f s", time.monotonic() - begin)
+                        return
+            except OSError:
+                time.sleep(0.25)
+        tail = (self.root / "server.log").read_text(errors="replace")[-3000:]
+        self.stop()
+        pytest.fail(f"mlflow server on port {self.port} not healthy in {deadline_s} s:\n{tail}")
+
+    def stop(self) -> None:
+        """Kill the server's whole process group and wait until it is gone."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _restore_http_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def make_tracker(uri: str, spill_dir: Path, **kwargs: object) -> MlflowTracker:
+    options: dict = {"system_metrics": False, "flush_interval_s": 3600.0, "max_retries": 2,
+                     "backoff_s": 0.1, "max_wait_s": 2.0, "timeout": 2.0, "cooldown_s": 0.5,
+                     **kwargs}
+    return MlflowTracker(uri, "integration", spill_dir, **options)
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_logs_over_http_and_reads_back(server: MlflowServer, tmp_path: Path) -> None:
+    if server.proc is None:
+        server.start()
+    tracker = make_tracker(server.uri, tmp_path / "spill")
+    params = {"algorithm": {"name": "fomaml", "inner_lr": 0.01}, "outer": {"lr": 1e-3}}
+    run_id = tracker.start("http-run", params, {"distmeta.nodes": "1"})
+    assert run_id is not None
+    timings = []
+    for step in range(0, 50, 10):
+        tracker.log_metrics(step, {f"train/m{i:02d}": step + i / 100 for i in range(20)})
+        begin = time.perf_counter()
+        tracker.flush()
+        timings.append(time.perf_counter() - begin)
+    logger.info("flush of 20 metrics over HTTP: median %.1f ms",
+                1e3 * sorted(timings)[len(timings) // 2])
+    plot = tmp_path / "curve.png"
+    plot.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    tracker.log_artifact(str(plot), "plots")
+    tracker.end()
+
+    client = MlflowClient(server.uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"algorithm.name": "fomaml", "algorithm.inner_lr": "0.01",
+                               "outer.lr": "0.001"}
+    assert run.data.tags["distmeta.nodes"] == "1"
+    assert history(client, run_id, "train/m07") == [(s, s + 0.07) for s in range(0, 50, 10)]
+    assert [f.path for f in client.list_artifacts(run_id, "plots")] == ["plots/curve.png"]
+    assert not (tmp_path / "spill").exists()  # nothing spilled
+
+
+def check_spilled_during_outage(spill_dir: Path, run_id: str, other_dir: Path,
+                                other_id: str) -> None:
+    """Steps 3..29 of ``run_id`` are in its spill file; ``other_id``'s metric and status too."""
+    rows = [json.loads(x) for x in (spill_dir / "unsent_metrics.jsonl").read_text().splitlines()]
+    assert sorted((r["step"], r["key"], r["value"], r["run_id"]) for r in rows) == sorted(
+        (s, k, v, run_id) for s in range(3, 30)
+        for k, v in (("loss", 1.0 - s / 100), ("acc", s / 100)))
+    other_spill = Spill(other_dir)
+    assert [(r.key, r.step, r.value) for r in other_spill.read_metrics(other_id)] == [
+        ("loss", 1, 0.5)]
+    assert other_spill.read_run_info()[other_id]["status"] == "FINISHED"
+
+
+def test_server_dies_mid_run(server: MlflowServer, tmp_path: Path) -> None:
+    if server.proc is None:
+        server.start()
+    spill_dir = tmp_path / "spill"
+    tracker = make_tracker(server.uri, spill_dir, max_buffer=40)
+    other = make_tracker(server.uri, tmp_path / "other_spill")
+    run_id = tracker.start("outage", {"seed": 0}, {})
+    other_id = other.start("ended-while-down", {}, {})
+    for step in range(3):
+        tracker.log_metrics(step, {"loss": 1.0 - step / 10, "acc": step / 10})
+    tracker.flush()
+
+    server.stop()
+    begin = time.monotonic()
+    for step in range(3, 30):  # 20 values per auto-send attempt (max_buffer=40)
+        tracker.log_metrics(step, {"loss": 1.0 - step / 100, "acc": step / 100})
+    tracker.flush()
+    assert time.monotonic() - begin < 10.0
+    begin = time.monotonic()
+    other.log_metrics(1, {"loss": 0.5})
+    other.end()
+    assert time.monotonic() - begin < 15.0
+
+    check_spilled_during_outage(spill_dir, run_id, tmp_path / "other_spill", other_id)
+
+    server.start()  # the second and last start in this module
+    assert server.starts <= 2
+    time.sleep(0.6)  # let the tracker's cool-down (0.5 s) pass
+    tracker.log_metrics(30, {"loss": 0.7, "acc": 0.3})
+    tracker.flush()  # succeeds, then re-sends the spilled values
+    tracker.end()
+    client = MlflowClient(server.uri)
+    assert history(client, run_id, "acc") == [(s, s / 10) for s in range(3)] + [
+        (s, s / 100) for s in range(3, 30)] + [(30, 0.3)]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert not (spill_dir / "unsent_metrics.jsonl").exists()
