@@ -77,7 +77,7 @@ class StepRunner:
     """Runs one step's computation over the pool, retrying lost shards."""
 
     def __init__(self, cfg: RunConfig, server: Any, pool: Pool, counters: Counters,
-                 on_dispatch: Callable[[int], None] | None = None) -> None:
+                 on_dispatch: Callable[[int, StepRunner], None] | None = None) -> None:
         self.cfg, self.server, self.pool, self.counters = cfg, server, pool, counters
         self.on_dispatch = on_dispatch
 
@@ -110,7 +110,7 @@ class StepRunner:
                 status_ref, grads_ref = self.pool.actors[w].compute.options(num_returns=2).remote(step, state_ref, shards)
                 inflight[status_ref] = (w, shards, grads_ref)
             if self.on_dispatch is not None and attempt == 0:
-                self.on_dispatch(step)
+                self.on_dispatch(step, self)
             ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=self.cfg.runtime.step_timeout_s)
             todo = []
             for status_ref, (w, shards, grads_ref) in inflight.items():
@@ -188,8 +188,11 @@ def make_actors(cfg: RunConfig, run_dir: str) -> tuple[Any, Pool]:
 
     rt = cfg.runtime
     config = cfg.to_dict()
-    server = ray.remote(ParameterServer).options(
-        num_cpus=0, max_restarts=-1, max_task_retries=-1).remote(config, run_dir)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+    server = ray.remote(ParameterServer).options(  # beside the driver, where the run dir is
+        num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=here).remote(config, run_dir)
     bundle = {"CPU": rt.cpus_per_worker} | ({"GPU": rt.gpus_per_worker} if rt.gpus_per_worker else {})
     pg = placement_group([bundle] * rt.workers, strategy="SPREAD" if rt.placement == "spread" else "PACK")
     ready, _ = ray.wait([pg.ready()], timeout=rt.step_timeout_s)

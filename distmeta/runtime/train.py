@@ -31,11 +31,12 @@ CONFIG_FILE = "config.yaml"
 
 @dataclass
 class Callbacks:
-    """Hooks: ``on_start(run_dir, cfg, first_step)``, ``on_dispatch(step)`` (after a step's work
-    is sent, before it is collected), ``on_step(step, metrics)``."""
+    """Hooks: ``on_start(run_dir, cfg, first_step)``, ``on_dispatch(step, runner)`` (after a
+    step's work is sent, before it is collected; ``runner.pool``/``runner.server`` are the
+    actors), ``on_step(step, metrics)``."""
 
     on_start: Callable[[str, RunConfig, int], None] | None = None
-    on_dispatch: Callable[[int], None] | None = None
+    on_dispatch: Callable[[int, Any], None] | None = None
     on_step: Callable[[int, dict[str, float]], None] | None = None
 
 

@@ -56,3 +56,12 @@ class MetaWorker:
 
     def ping(self) -> bool:
         return True
+
+    def node_id(self) -> str | None:
+        """The Ray node this worker runs on (``None`` outside Ray)."""
+        try:
+            import ray
+
+            return ray.get_runtime_context().get_node_id()
+        except Exception:  # not inside a Ray worker
+            return None

@@ -1,0 +1,110 @@
+"""The runtime on a real local Ray: bit-identical results for 1, 2 and 4 workers, after a
+killed worker, after a killed server, and after stop + resume."""
+
+import os
+import signal
+
+import psutil
+import pytest
+import ray
+import torch
+
+from distmeta.config import load_config
+from distmeta.runtime.cluster import connect
+from distmeta.runtime.train import Callbacks, train
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
+
+BASE = ["model.hidden=[32,32]", "algorithm.inner_steps=3", "algorithm.vectorize=false",
+        "runtime.meta_batch=8", "runtime.logical_shards=4", "outer.steps=8", "checkpoint.every=2",
+        "tracking.enabled=false", "runtime.step_timeout_s=60"]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    session = connect(num_cpus=4, object_store_mb=200, dashboard=True)
+    yield session
+    ray.shutdown()
+
+
+def config(*extra):
+    return load_config(None, [*BASE, *extra])
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference(ray_session, tmp_path_factory):
+    """The fault-free run with 2 workers."""
+    return train(config("runtime.workers=2"), run_dir=str(tmp_path_factory.mktemp("ref") / "run"))
+
+
+def test_ray_binds_loopback_only(ray_session):
+    assert ray_session.started_here
+    assert ray_session.address.startswith("127.0.0.1:")
+    assert ray_session.dashboard_url.startswith("127.0.0.1:")
+    ray_pids = {p.pid for p in psutil.process_iter(["cmdline"])
+                if any("ray" in part for part in (p.info["cmdline"] or []))}
+    listening = [c for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in ray_pids]
+    assert listening, "no Ray listening sockets found"
+    for conn in listening:
+        assert conn.laddr.ip in ("127.0.0.1", "::ffff:127.0.0.1"), conn
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_same_parameters_for_any_number_of_workers(reference, workers, tmp_path):
+    result = train(config(f"runtime.workers={workers}"), run_dir=str(tmp_path / "run"))
+    assert result.step == 8
+    assert same(result.params, reference.params)
+    assert result.history[-1][1]["query_loss"] == reference.history[-1][1]["query_loss"]
+
+
+def test_killed_worker_is_retried_and_result_is_identical(reference, tmp_path):
+    killed = []
+
+    def kill_worker(step, runner):
+        if step == 3 and not killed:
+            pid = ray.get(runner.pool.actors[0].pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    result = train(config("runtime.workers=2"), run_dir=str(tmp_path / "run"),
+                   callbacks=Callbacks(on_dispatch=kill_worker))
+    assert killed
+    assert result.counters.retries >= 1
+    assert result.history[-1][1]["retries"] >= 1
+    assert same(result.params, reference.params)
+
+
+def test_killed_server_restores_its_checkpoint_and_result_is_identical(reference, tmp_path):
+    killed = []
+
+    def kill_server(step, runner):
+        if step == 5 and not killed:
+            pid = ray.get(runner.server.pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    result = train(config("runtime.workers=2"), run_dir=str(tmp_path / "run"),
+                   callbacks=Callbacks(on_dispatch=kill_server))
+    assert killed
+    assert result.counters.server_restarts >= 1
+    assert same(result.params, reference.params)
+
+
+def test_stop_and_resume_is_bit_identical(reference, tmp_path):
+    run_dir = str(tmp_path / "run")
+    first = train(config("runtime.workers=2"), run_dir=run_dir, until_step=5)
+    assert first.step == 5
+    resumed = train(resume=run_dir)
+    assert resumed.step == 8
+    assert [s for s, _ in resumed.history] == [5, 6, 7]
+    assert same(resumed.params, reference.params)
+
+
+def test_a_run_directory_is_never_overwritten(reference):
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config("runtime.workers=1"), run_dir=reference.run_dir)

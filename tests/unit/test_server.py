@@ -1,0 +1,113 @@
+"""The parameter server as a plain class: idempotent apply, non-finite guard, shard-order
+sums, clipping, zeroing trick, checkpoints (no Ray)."""
+
+import math
+
+import pytest
+import torch
+
+from distmeta.config import load_config
+from distmeta.runtime.checkpoint import checkpoint_steps, load_checkpoint
+from distmeta.runtime.server import ParameterServer, StaleStepError, lr_at, sum_in_shard_order
+from distmeta.runtime.storage import RunDir
+
+
+def make_server(tmp_path, *overrides):
+    cfg = load_config(None, ["model.hidden=[4]", "runtime.meta_batch=4", "runtime.logical_shards=2",
+                             "runtime.workers=1", "checkpoint.every=2", *overrides])
+    return ParameterServer(cfg.to_dict(), str(tmp_path / "run"))
+
+
+def shard_results(server, value=1.0):
+    _, params = server.get()
+    grads = {k: torch.full_like(v, value) for k, v in params.items()}
+    return [(1, grads, 2)], [(0, {k: g.clone() for k, g in grads.items()}, 2)]
+
+
+def test_apply_steps_once_and_rejects_duplicates_and_stale_steps(tmp_path):
+    server = make_server(tmp_path)
+    before = {k: v.clone() for k, v in server.get()[1].items()}
+    stats = server.apply(0, *shard_results(server))
+    assert server.get_step() == 1 and stats["skipped"] == 0.0
+    # two shards each send a sum of 1s over 2 tasks: the mean over 4 tasks is 0.5 per entry
+    assert stats["grad_norm"] == pytest.approx(0.5 * math.sqrt(sum(v.numel() for v in before.values())))
+    after = {k: v.clone() for k, v in server.get()[1].items()}
+    with pytest.raises(StaleStepError, match="step=0.*at step 1"):
+        server.apply(0, *shard_results(server))
+    with pytest.raises(StaleStepError, match="step=5"):
+        server.apply(5, *shard_results(server))
+    assert all(torch.equal(after[k], server.get()[1][k]) for k in after)
+    assert not all(torch.equal(after[k], before[k]) for k in after)
+
+
+def test_non_finite_meta_gradient_skips_the_step(tmp_path):
+    server = make_server(tmp_path)
+    before = {k: v.clone() for k, v in server.get()[1].items()}
+    stats = server.apply(0, *shard_results(server, float("nan")))
+    assert stats["skipped"] == 1.0 and stats["skipped_steps"] == 1.0
+    assert server.get_step() == 1
+    assert all(torch.equal(before[k], v) for k, v in server.get()[1].items())
+
+
+def test_missing_or_duplicate_shards_are_named(tmp_path):
+    server = make_server(tmp_path)
+    a, b = shard_results(server)
+    with pytest.raises(ValueError, match=r"logical shards \[0\] are missing"):
+        server.apply(0, a)
+    with pytest.raises(ValueError, match="logical shard 1 was sent twice"):
+        server.apply(0, a, a)
+
+
+def test_shard_order_sum_is_independent_of_arrival_order():
+    g = [torch.tensor([0.1 * (i + 1) ** 3], dtype=torch.float32) for i in range(5)]
+    results = [(i, {"w": g[i]}, 1) for i in range(5)]
+    a, n = sum_in_shard_order(results, 5)
+    b, _ = sum_in_shard_order(list(reversed(results)), 5)
+    assert n == 5 and torch.equal(a["w"], b["w"])
+
+
+def test_clipping_and_zeroing_trick(tmp_path):
+    server = make_server(tmp_path, "outer.clip_grad_norm=0.5", "outer.zero_head=true", "outer.optimizer=sgd", "outer.lr=1.0")
+    before = {k: v.clone() for k, v in server.get()[1].items()}
+    assert all(float(v.abs().max()) == 0 for k, v in before.items() if k.startswith("head."))
+    server.apply(0, *shard_results(server, 3.0))
+    after = server.get()[1]
+    delta = torch.cat([(after[k] - before[k]).reshape(-1) for k in after if not k.startswith("head.")])
+    body_total = sum(v.numel() for k, v in before.items() if not k.startswith("head."))
+    total = sum(v.numel() for v in before.values())
+    # SGD with lr 1 moves by the clipped gradient: norm 0.5 over all params, body share
+    assert float(delta.norm()) == pytest.approx(0.5 * math.sqrt(body_total / total), rel=1e-5)
+    assert all(float(v.abs().max()) == 0 for k, v in after.items() if k.startswith("head."))
+
+
+def test_checkpoint_restores_params_optimizer_and_step(tmp_path):
+    server = make_server(tmp_path)
+    for step in range(3):
+        server.apply(step, *shard_results(server, 0.1 * (step + 1)))
+    rd = RunDir(str(tmp_path / "run"))
+    assert checkpoint_steps(rd) == [2]
+    restored = make_server(tmp_path)
+    assert restored.get_step() == 2
+    state = load_checkpoint(rd)
+    assert state["step"] == 2
+    server2 = make_server(tmp_path / "other")
+    for step in range(2):
+        server2.apply(step, *shard_results(server2, 0.1 * (step + 1)))
+    for srv in (restored, server2):
+        srv.apply(2, *shard_results(srv, 0.3))
+    assert all(torch.equal(restored.get()[1][k], server2.get()[1][k]) for k in restored.params)
+
+
+def test_checkpoints_keep_the_newest(tmp_path):
+    server = make_server(tmp_path, "checkpoint.every=1", "checkpoint.keep=2")
+    for step in range(5):
+        server.apply(step, *shard_results(server))
+    assert checkpoint_steps(RunDir(str(tmp_path / "run"))) == [4, 5]
+
+
+def test_lr_schedule():
+    cfg = load_config(None, ["outer.lr=1.0", "outer.schedule=cosine", "outer.warmup_steps=10", "outer.steps=110"])
+    assert lr_at(cfg, 0) == pytest.approx(0.1)
+    assert lr_at(cfg, 9) == pytest.approx(1.0)
+    assert lr_at(cfg, 60) == pytest.approx(0.5)
+    assert lr_at(cfg, 110) == pytest.approx(0.0, abs=1e-12)
