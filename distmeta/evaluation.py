@@ -62,3 +62,34 @@ def evaluate(cfg: RunConfig, params: Params, split: str | None = None, episodes:
     classification = cfg.task.family == "omniglot" or (batch.loss == "cross_entropy")
     return EvalReport(split or cfg.eval.split, total.n_tasks, list(range(len(loss))), loss, loss_ci,
                       acc if classification else None, acc_ci if classification else None)
+
+
+def evaluate_run(target: str, split: str | None = None, steps: int | None = None,
+                 episodes: int | None = None, log_to_tracker: bool = True) -> EvalReport:
+    """``distmeta eval RUN_DIR|CHECKPOINT``: evaluate the newest (or the given) checkpoint and
+    log the result to the run's MLflow run."""
+    import yaml
+
+    from distmeta.config import validate
+    from distmeta.runtime.checkpoint import FOLDER, load_checkpoint
+    from distmeta.runtime.storage import RunDir
+
+    is_file = target.endswith(".pt")
+    location = target.rsplit("/", 2)[0] if is_file and f"/{FOLDER}/" in target else target
+    rd = RunDir(location)
+    if not rd.exists("config.yaml"):
+        raise FileNotFoundError(f"{location}: no config.yaml; expected a distmeta run directory or one of its checkpoints")
+    cfg = validate(yaml.safe_load(rd.read_text("config.yaml")))
+    step = int(target.rsplit("step-", 1)[1].split(".")[0]) if is_file else None
+    state = load_checkpoint(rd, step)
+    if state is None:
+        raise FileNotFoundError(f"{location}: no checkpoint to evaluate")
+    report = evaluate(cfg, state["params"], split, episodes, steps)
+    if log_to_tracker and cfg.tracking.enabled and rd.exists("tracking.json"):
+        from distmeta.runtime.report import Reporter
+
+        reporter = Reporter(cfg, rd)
+        reporter.start(nodes=1)
+        reporter.log_evaluation(report)
+        reporter.tracker.end("FINISHED")
+    return report

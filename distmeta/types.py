@@ -73,8 +73,11 @@ class EpisodeBatch:
     def _check_finite(self) -> None:
         for name in ("support_x", "support_y", "query_x", "query_y"):
             t = getattr(self, name)
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                bad = int((~torch.isfinite(t)).sum())
+            # a sum is finite iff every term is (barring overflow): 20x cheaper than isfinite().all()
+            if not t.is_floating_point() or bool(torch.isfinite(t.sum(dtype=torch.float64))):
+                continue
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
                 raise ValueError(f"EpisodeBatch.{name} holds {bad} non-finite value(s) (NaN or inf)")
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> EpisodeBatch:

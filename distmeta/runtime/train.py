@@ -21,6 +21,7 @@ from distmeta.runtime.driver import (
     make_actors,
     release,
 )
+from distmeta.runtime.report import Reporter
 from distmeta.runtime.server import StaleStepError
 from distmeta.runtime.storage import RunDir
 from distmeta.types import Params
@@ -51,6 +52,9 @@ class TrainResult:
     wall_s: float = 0.0
     first_step_s: float | None = None
     tasks_per_s: float = 0.0
+    evaluation: Any | None = None
+    run_id: str | None = None
+    tracking_uri: str | None = None
 
 
 def open_run(cfg: RunConfig | None, run_dir: str | None, resume: str | None,
@@ -84,29 +88,79 @@ def mean_metrics(per_shard: dict[int, dict[str, float]], n_tasks: int) -> dict[s
     return {k: v / n_tasks for k, v in out.items()}
 
 
+def check_data(cfg: RunConfig) -> None:
+    """Fail before any actor starts when the episodes cannot be had: a missing or mismatched
+    dataset (``data.path``), or no Omniglot arrays where the config looks for them."""
+    from pathlib import Path
+
+    from distmeta.runtime.sources import OMNIGLOT_ENV, omniglot_root, task_source
+
+    if cfg.data.path:
+        task_source(cfg)
+    elif cfg.task.family == "omniglot" and not Path(omniglot_root(cfg.task.kwargs)).is_dir():
+        raise FileNotFoundError(
+            f"Omniglot not found at {omniglot_root(cfg.task.kwargs)}: set task.root or ${OMNIGLOT_ENV}, "
+            "or pack shards with `distmeta data pack omniglot --root DIR --out DATA` and set data.path")
+
+
+def representation_diagnostics(cfg: RunConfig) -> Callable[[Params], dict[str, float]] | None:
+    """For the linear-representation family: the principal-angle distance of B to B*."""
+    if cfg.task.family != "linear_rep" or cfg.model.name != "linear_rep":
+        return None
+    from distmeta.models import representation
+    from distmeta.runtime.sources import task_source
+    from distmeta.tasks import principal_angle_distance
+
+    b_star = getattr(task_source(cfg), "b_star", None)
+    if b_star is None:
+        return None
+    model = cfg.model.build()
+    return lambda params: {"principal_angle_distance": principal_angle_distance(representation(model, params), b_star)}
+
+
 def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: str | None = None,
           overrides: list[str] | None = None, address: str | None = None, until_step: int | None = None,
-          callbacks: Callbacks | None = None) -> TrainResult:
-    """Run (or resume) meta-training to ``outer.steps`` (or stop after ``until_step``)."""
+          callbacks: Callbacks | None = None, evaluate_at_end: bool = True) -> TrainResult:
+    """Run (or resume) meta-training to ``outer.steps`` (or stop after ``until_step``), then
+    evaluate on held-out tasks; everything is recorded by the tracker."""
     cfg, rd = open_run(cfg, run_dir, resume, overrides)
+    check_data(cfg)
     cb = callbacks or Callbacks()
     rt = cfg.runtime
     session = connect(address, num_cpus=rt.workers * rt.cpus_per_worker,
                       num_gpus=rt.workers * rt.gpus_per_worker or None)
+    reporter = Reporter(cfg, rd)
     server, pool = make_actors(cfg, rd.location)
-    counters = Counters()
+    result: TrainResult | None = None
+    status = "FAILED"
     try:
-        return _loop(cfg, rd, server, pool, counters, cb, until_step)
+        import ray
+
+        reporter.start(nodes=len([n for n in ray.nodes() if n.get("Alive")]))
+        result = _loop(cfg, rd, server, pool, Counters(), cb, until_step, reporter)
+        result.run_id, result.tracking_uri = reporter.run_id, reporter.tracking_uri
+        if evaluate_at_end and result.step >= cfg.outer.steps:
+            from distmeta.evaluation import evaluate
+
+            result.evaluation = evaluate(cfg, result.params)
+        status = "FINISHED"
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         release(server, pool)
+        done = result if status == "FINISHED" else None
+        reporter.finish(done.step if done else None, done.evaluation if done else None, status)
         session.shutdown()
 
 
 def _loop(cfg: RunConfig, rd: RunDir, server: Any, pool: Any, counters: Counters, cb: Callbacks,
-          until_step: int | None) -> TrainResult:
+          until_step: int | None, reporter: Reporter) -> TrainResult:
     import ray
 
     start = time.perf_counter()
+    diagnostics = representation_diagnostics(cfg)
     runner = StepRunner(cfg, server, pool, counters, cb.on_dispatch)
     step = ray.get(server.get_step.remote())
     target = min(cfg.outer.steps, until_step) if until_step is not None else cfg.outer.steps
@@ -132,7 +186,11 @@ def _loop(cfg: RunConfig, rd: RunDir, server: Any, pool: Any, counters: Counters
             "step_s": step_s, "tasks_per_s": cfg.runtime.meta_batch / step_s,
             "retries": float(counters.retries), "worker_failures": float(counters.worker_failures),
             "server_restarts": float(counters.server_restarts)}
+        last = step + 1 >= target
+        if diagnostics is not None and (step % cfg.tracking.log_every == 0 or last):
+            metrics |= diagnostics(ray.get(server.get.remote())[1])
         result.history.append((step, metrics))
+        reporter.step(step, metrics, last)
         step += 1
         if cb.on_step:
             cb.on_step(step, metrics)

@@ -108,3 +108,25 @@ def test_stop_and_resume_is_bit_identical(reference, tmp_path):
 def test_a_run_directory_is_never_overwritten(reference):
     with pytest.raises(FileExistsError, match="--resume"):
         train(config("runtime.workers=1"), run_dir=reference.run_dir)
+
+
+def test_training_from_packed_shards_with_a_corrupt_file_skipped(ray_session, tmp_path):
+    from distmeta.data import ShardLayout, pack_procedural
+    from distmeta.tasks import Sinusoid
+
+    data = tmp_path / "data"
+    pack_procedural(Sinusoid(shots=10, query=10), str(data), {"train": 160, "test": 40},
+                    layout=ShardLayout(maxcount=10))
+    victim = sorted(data.glob("train-*.tar"))[5]
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    cfg = config("runtime.workers=2", f"data.path={data}", "data.on_error=skip", "outer.steps=3",
+                 "eval.episodes=40", "eval.steps=2")
+    result = train(cfg, run_dir=str(tmp_path / "run"))
+    assert result.step == 3
+    assert result.history[-1][1]["skipped_files"] == 1
+    assert result.evaluation is not None and result.evaluation.episodes == 40
+    strict = config("runtime.workers=1", f"data.path={data}", "outer.steps=1")
+    with pytest.raises(ValueError, match=victim.name):
+        train(strict, run_dir=str(tmp_path / "strict"))

@@ -1,0 +1,113 @@
+"""What a training run reports to its tracker (MLflow by default), written by the driver only.
+
+Params: the resolved config, flattened. Tags: versions, git commit, nodes, workers, run dir.
+Metrics (every ``tracking.log_every`` steps, batched): ``train/*`` (outer loss, pre/post
+adaptation query loss and accuracy, gradient norm, skipped steps, retries, tasks/s, step
+time split into compute and server time) and, for the linear-representation family,
+``train/principal_angle_distance``. Artifacts: the resolved config, the final checkpoint,
+PNG plots of the training curves and the adaptation curve, the evaluation table.
+A resumed run continues the same MLflow run (its id is kept in ``tracking.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from distmeta.config import RunConfig
+from distmeta.runtime.storage import RunDir
+from distmeta.tracking import (
+    MlflowTracker,
+    NullTracker,
+    Tracker,
+    adaptation_curve,
+    run_tags,
+    training_curves,
+)
+
+log = logging.getLogger(__name__)
+TRACKING_FILE = "tracking.json"
+
+
+def _local_dir(rd: RunDir) -> Path:
+    """Where spill files go: inside a local run dir, else a local temporary folder."""
+    if rd.location.startswith("/"):
+        return Path(rd.location) / "tracking"
+    return Path(tempfile.mkdtemp(prefix="distmeta-tracking-"))
+
+
+class Reporter:
+    def __init__(self, cfg: RunConfig, rd: RunDir) -> None:
+        self.cfg, self.rd = cfg, rd
+        self.local = _local_dir(rd)
+        t = cfg.tracking
+        self.tracker: Tracker = (MlflowTracker(t.uri, t.experiment, self.local, system_metrics=t.system_metrics)
+                                 if t.enabled else NullTracker())
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    @property
+    def run_id(self) -> str | None:
+        return self.tracker.run_id
+
+    @property
+    def tracking_uri(self) -> str | None:
+        return getattr(self.tracker, "tracking_uri", None)
+
+    def start(self, nodes: int) -> None:
+        previous = json.loads(self.rd.read_text(TRACKING_FILE)).get("run_id") if self.rd.exists(TRACKING_FILE) else None
+        name = self.rd.location.rstrip("/").rsplit("/", 1)[-1]
+        tags = run_tags(nodes=nodes, workers=self.cfg.runtime.workers, run_dir=self.rd.location)
+        run_id = self.tracker.start(name, self.cfg.to_dict(), tags, resume_run_id=previous)
+        if run_id:
+            self.rd.write_text(TRACKING_FILE, json.dumps({"run_id": run_id, "uri": self.tracking_uri}))
+
+    def step(self, step: int, metrics: dict[str, float], last: bool) -> None:
+        for k, v in metrics.items():
+            self.history.setdefault(k, []).append((step, v))
+        if step % self.cfg.tracking.log_every == 0 or last:
+            self.tracker.log_metrics(step, {f"train/{k}": v for k, v in metrics.items()})
+
+    def finish(self, step: int | None, evaluation: Any | None, status: str = "FINISHED") -> None:
+        """Artifacts (config, final checkpoint, plots, evaluation table), then end the run."""
+        try:
+            self._artifacts(step, evaluation)
+        except Exception as exc:  # reporting must never lose the run itself
+            log.warning("could not write the run's artifacts: %s", exc)
+        self.tracker.end(status)
+
+    def _artifacts(self, step: int | None, evaluation: Any | None) -> None:
+        self.local.mkdir(parents=True, exist_ok=True)
+        config = self.local / "config.yaml"
+        config.write_text(self.cfg.to_yaml())
+        self.tracker.log_artifact(str(config))
+        from distmeta.runtime.checkpoint import checkpoint_name
+
+        if step is not None and self.rd.exists(checkpoint_name(step)):
+            ckpt = self.local / "final.pt"
+            ckpt.write_bytes(self.rd.read_bytes(checkpoint_name(step)))
+            self.tracker.log_artifact(str(ckpt), "checkpoints")
+        curves = {k: v for k, v in self.history.items()
+                  if k in ("query_loss", "query_loss_before", "query_acc", "grad_norm", "tasks_per_s",
+                           "principal_angle_distance")}
+        if curves:
+            self.tracker.log_artifact(str(training_curves(curves, self.local / "training_curves.png")), "plots")
+        if evaluation is not None:
+            self.log_evaluation(evaluation)
+
+    def log_evaluation(self, report: Any) -> None:
+        final = {f"eval/{report.split}/query_loss_pre": report.loss[0],
+                 f"eval/{report.split}/query_loss_post": report.loss[-1]}
+        if report.acc is not None:
+            final |= {f"eval/{report.split}/query_acc_pre": report.acc[0],
+                      f"eval/{report.split}/query_acc_post": report.acc[-1]}
+        self.tracker.log_metrics(0, final)
+        self.tracker.log_dict({"split": report.split, "episodes": report.episodes, "rows": report.table()},
+                              f"eval/{report.split}_table.json")
+        self.local.mkdir(parents=True, exist_ok=True)
+        plot = adaptation_curve(report.steps, report.loss, report.loss_ci95,
+                                self.local / f"adaptation_{report.split}.png", ylabel="query loss")
+        self.tracker.log_artifact(str(plot), "plots")
+        self.tracker.flush()
