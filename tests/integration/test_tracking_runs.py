@@ -1,0 +1,126 @@
+"""Training runs recorded in MLflow: a real local store and a real ``mlflow server`` on
+127.0.0.1 that goes away mid-run; resume continues the same MLflow run; ``distmeta eval``."""
+
+import json
+
+import pytest
+import ray
+import yaml
+from mlflow import MlflowClient
+from mlflow_server import MlflowServer
+
+from distmeta.config import load_config
+from distmeta.evaluation import evaluate_run
+from distmeta.runtime.cluster import connect
+from distmeta.runtime.train import Callbacks, train
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+BASE = ["model.hidden=[16,16]", "runtime.meta_batch=8", "runtime.logical_shards=4", "runtime.workers=2",
+        "outer.steps=6", "checkpoint.every=3", "tracking.log_every=2", "tracking.system_metrics=false",
+        "algorithm.inner_lr=0.02", "eval.episodes=50", "eval.steps=3"]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    connect(num_cpus=2, object_store_mb=200, dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_run(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tracked")
+    uri = f"sqlite:///{root}/mlflow.db"
+    result = train(load_config(None, [*BASE, f"tracking.uri={uri}", "name=tracked"]), run_dir=str(root / "run"))
+    return result, uri
+
+
+def metric_history(client, run_id, key):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def artifact_paths(client, run_id, path=None):
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+def test_params_metrics_tags_and_artifacts_read_back(local_run):
+    result, uri = local_run
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["algorithm.name"] == "maml" and float(params["algorithm.inner_lr"]) == 0.02
+    assert params["model.hidden"] == "[16, 16]" and params["runtime.workers"] == "2"
+    assert run.data.tags["distmeta.workers"] == "2" and run.data.tags["distmeta.run_dir"] == result.run_dir
+    logged = metric_history(client, result.run_id, "train/query_loss")
+    expected = [(s, m["query_loss"]) for s, m in result.history if s % 2 == 0 or s == 5]
+    assert [s for s, _ in logged] == [s for s, _ in expected]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
+    for key in ("train/grad_norm", "train/tasks_per_s", "train/compute_s", "train/server_s", "train/retries",
+                "train/query_loss_before", "train/skipped_steps"):
+        assert metric_history(client, result.run_id, key), key
+    ev = result.evaluation
+    assert run.data.metrics["eval/test/query_loss_post"] == pytest.approx(ev.post)
+    assert run.data.metrics["eval/test/query_loss_pre"] == pytest.approx(ev.pre)
+    files = artifact_paths(client, result.run_id)
+    for name in ("config.yaml", "checkpoints/final.pt", "plots/training_curves.png",
+                 "plots/adaptation_test.png", "eval/test_table.json"):
+        assert name in files, files
+    config = yaml.safe_load(open(client.download_artifacts(result.run_id, "config.yaml")))
+    assert config["algorithm"]["inner_lr"] == 0.02
+
+
+def test_eval_command_reports_adaptation_with_confidence_intervals(local_run):
+    result, uri = local_run
+    report = evaluate_run(result.run_dir, steps=5, episodes=100)
+    assert report.episodes == 100 and report.steps == [0, 1, 2, 3, 4, 5]
+    assert report.post < report.pre
+    assert all(ci > 0 for ci in report.loss_ci95)
+    run = MlflowClient(tracking_uri=uri).get_run(result.run_id)
+    assert run.data.metrics["eval/test/query_loss_post"] == pytest.approx(report.post)
+
+
+def test_resume_continues_the_same_mlflow_run(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_dir = str(tmp_path / "run")
+    first = train(load_config(None, [*BASE, f"tracking.uri={uri}"]), run_dir=run_dir, until_step=3,
+                  evaluate_at_end=False)
+    second = train(resume=run_dir)
+    assert first.run_id and second.run_id == first.run_id
+    client = MlflowClient(tracking_uri=uri)
+    assert [s for s, _ in metric_history(client, first.run_id, "train/query_loss")] == [0, 2, 4, 5]
+    assert len(client.search_runs([client.get_run(first.run_id).info.experiment_id])) == 1
+
+
+def test_tracking_server_that_dies_mid_run(ray_session, tmp_path):
+    server = MlflowServer(tmp_path / "server")
+    (tmp_path / "server").mkdir()
+    server.start()
+    try:
+        cfg = load_config(None, [*BASE, f"tracking.uri={server.uri}", "outer.steps=8"])
+        live = train(cfg, run_dir=str(tmp_path / "live"), evaluate_at_end=False)
+        client = MlflowClient(tracking_uri=server.uri)
+        assert [s for s, _ in metric_history(client, live.run_id, "train/query_loss")] == [0, 2, 4, 6, 7]
+
+        def stop_server(step, metrics):
+            if step == 3:
+                server.stop()
+
+        dead = train(cfg, run_dir=str(tmp_path / "dead"), callbacks=Callbacks(on_step=stop_server),
+                     evaluate_at_end=False)
+        assert dead.step == 8
+        server.start()  # back up, to read what reached it before it went away
+        sent = dict(metric_history(MlflowClient(tracking_uri=server.uri), dead.run_id, "train/query_loss"))
+    finally:
+        server.stop()
+    spilled = {r["step"]: r["value"] for r in map(json.loads, open(tmp_path / "dead" / "tracking" / "unsent_metrics.jsonl"))
+               if r["key"] == "train/query_loss"}
+    assert {4, 6, 7} <= set(spilled)  # logged after the server stopped: kept in the run directory
+    assert sorted(set(sent) | set(spilled)) == [0, 2, 4, 6, 7]  # nothing lost
+    by_step = dict(dead.history)
+    for step, value in (sent | spilled).items():
+        assert value == pytest.approx(by_step[step]["query_loss"])
