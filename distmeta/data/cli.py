@@ -28,7 +28,9 @@ def add_data_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=None, help="resize to this (28 for Omniglot, 84 for image folders)")
     p.add_argument("--limit-classes", type=int, default=None, help="Omniglot: keep this many characters per split")
-    p.add_argument("--maxcount", type=int, default=1000, help="episodes per shard file")
+    p.add_argument("--maxcount", type=int, default=100, help="episodes per shard file")
+    p.add_argument("--x-dtype", choices=("float32", "uint8"), default=None,
+                   help="how inputs are stored (default: uint8 for images, 4x smaller; float32 otherwise)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="procedural family parameter, e.g. --param shots=5")
     p.set_defaults(func=func)
@@ -61,7 +63,8 @@ def pack(args: argparse.Namespace) -> Any:
     from distmeta.data import ShardLayout, pack_image_folder, pack_omniglot, pack_procedural
     from distmeta.runtime.sources import DEFAULT_OMNIGLOT
 
-    layout = ShardLayout(maxcount=args.maxcount)
+    x_dtype = args.x_dtype or ("float32" if args.source in ("sinusoid", "linear_rep") else "uint8")
+    layout = ShardLayout(maxcount=args.maxcount, x_dtype=x_dtype)
     episodes = {k: v for k, v in (("train", args.train), ("val", args.val), ("test", args.test)) if v}
     common = {"way": args.way, "shot": args.shot, "query": args.query, "seed": args.seed, "layout": layout, "progress": True}
     if args.source == "omniglot":

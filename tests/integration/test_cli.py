@@ -22,12 +22,21 @@ def run(*args, cwd=None):
     ((CONFIG, "runtime.workers=9"), "runtime.workers=9 must be <= runtime.logical_shards"),
     ((CONFIG, "nonsense"), "expected key=value"),
 ])
-def test_config_errors_are_one_line_without_traceback(args, needle):
-    proc = run("train", *args)
+def test_config_errors_are_one_line_without_traceback(args, needle, capsys):
+    from distmeta.cli import main
+
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1
+
+
+def test_a_config_error_from_the_installed_command_has_no_traceback():
+    proc = run("train", CONFIG, "algorithm.inner_lrr=0.1")
     assert proc.returncode == 2
-    assert needle in proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1
+    assert proc.stderr.strip() == ("distmeta: error: algorithm.inner_lrr: unknown key; valid keys: "
+                                   "['adapt', 'chunk_size', 'inner_lr', 'inner_steps', 'vectorize']")
+    assert "Traceback" not in proc.stdout
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):

@@ -19,7 +19,7 @@ from distmeta.data import (
     split_characters,
 )
 
-ROOT = Path("/work/shared/data/omniglot")
+ROOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"  # ../shared beside the repo
 LIMIT = 8
 pytestmark = pytest.mark.skipif(
     not (ROOT / "omniglot28.npz").is_file(),
