@@ -46,15 +46,26 @@ def _check_kwargs(section: str, target: Any, kwargs: dict[str, Any], skip: tuple
             raise ValueError(f"{section}.{key}={value!r}: {exc.errors()[0]['msg']}") from None
 
 
-class TaskConfig(Section):
-    """``family``: sinusoid | linear_rep | omniglot; the rest are the family's own keys."""
+class OpenSection(Section):
+    """A section naming a class; its other keys are that class's arguments (``kwargs``)."""
 
-    model_config = ConfigDict(extra="allow")
-    family: Literal["sinusoid", "linear_rep", "omniglot"] = "sinusoid"
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    def _record_resolved(self, obj: Any, names: list[str]) -> None:
+        """Write every argument's resolved value back, so the saved config is complete."""
+        values = {n: getattr(obj, n) for n in names}
+        self.model_extra.update({n: list(v) if isinstance(v, tuple) else v  # type: ignore[union-attr]
+                                 for n, v in values.items()})
+
+
+class TaskConfig(OpenSection):
+    """``family``: sinusoid | linear_rep | omniglot; the rest are the family's own keys."""
+
+    family: Literal["sinusoid", "linear_rep", "omniglot"] = "sinusoid"
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
@@ -63,10 +74,8 @@ class TaskConfig(Section):
         if self.family in ("sinusoid", "linear_rep"):
             cls = Sinusoid if self.family == "sinusoid" else LinearRepresentation
             _check_kwargs("task", cls, self.kwargs)
-            family = cls(**self.kwargs)
-            self.model_extra.update({  # type: ignore[union-attr]
-                f: list(getattr(family, f)) if isinstance(getattr(family, f), tuple) else getattr(family, f)
-                for f, spec in cls.__dataclass_fields__.items() if spec.init})
+            self._record_resolved(cls(**self.kwargs),
+                                  [f for f, spec in cls.__dataclass_fields__.items() if spec.init])
         else:
             allowed = {"way", "shot", "query", "root", "rotations", "image_size"}
             for key in self.kwargs:
@@ -75,13 +84,8 @@ class TaskConfig(Section):
         return self
 
 
-class ModelConfig(Section):
-    model_config = ConfigDict(extra="allow")
+class ModelConfig(OpenSection):
     name: str = "mlp"
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -94,13 +98,8 @@ class ModelConfig(Section):
         return MODELS[self.name](**self.kwargs)
 
 
-class AlgorithmConfig(Section):
-    model_config = ConfigDict(extra="allow")
+class AlgorithmConfig(OpenSection):
     name: str = "maml"
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
     @model_validator(mode="after")
     def _check(self) -> AlgorithmConfig:
@@ -112,9 +111,7 @@ class AlgorithmConfig(Section):
             rule = cls(**self.kwargs)
         except (TypeError, ValueError) as exc:
             raise ValueError(str(exc).replace(f"algorithm({cls.__name__})", "algorithm")) from None
-        resolved = {f: getattr(rule, f) for f in cls.__dataclass_fields__ if f != "min_inner_steps"}
-        self.model_extra.update({k: list(v) if isinstance(v, tuple) else v  # type: ignore[union-attr]
-                                 for k, v in resolved.items()})
+        self._record_resolved(rule, [f for f in cls.__dataclass_fields__ if f != "min_inner_steps"])
         return self
 
     def build(self):
