@@ -123,6 +123,7 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
           callbacks: Callbacks | None = None, evaluate_at_end: bool = True) -> TrainResult:
     """Run (or resume) meta-training to ``outer.steps`` (or stop after ``until_step``), then
     evaluate on held-out tasks; everything is recorded by the tracker."""
+    start = time.perf_counter()
     cfg, rd = open_run(cfg, run_dir, resume, overrides)
     check_data(cfg)
     cb = callbacks or Callbacks()
@@ -137,7 +138,7 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
         import ray
 
         reporter.start(nodes=len([n for n in ray.nodes() if n.get("Alive")]))
-        result = _loop(cfg, rd, server, pool, Counters(), cb, until_step, reporter)
+        result = _loop(cfg, rd, server, pool, Counters(), cb, until_step, reporter, start)
         result.run_id, result.tracking_uri = reporter.run_id, reporter.tracking_uri
         if evaluate_at_end and result.step >= cfg.outer.steps:
             from distmeta.evaluation import evaluate
@@ -156,10 +157,10 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
 
 
 def _loop(cfg: RunConfig, rd: RunDir, server: Any, pool: Any, counters: Counters, cb: Callbacks,
-          until_step: int | None, reporter: Reporter) -> TrainResult:
+          until_step: int | None, reporter: Reporter, start: float) -> TrainResult:
+    """The step loop; ``start`` is when ``train`` was called (wall time and time to first step)."""
     import ray
 
-    start = time.perf_counter()
     diagnostics = representation_diagnostics(cfg)
     runner = StepRunner(cfg, server, pool, counters, cb.on_dispatch)
     step = ray.get(server.get_step.remote())
