@@ -21,7 +21,8 @@ def add_data_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None
     p.add_argument("--root", default=None, help="source folder (Omniglot arrays or an image folder)")
     p.add_argument("--way", type=int, default=5)
     p.add_argument("--shot", type=int, default=1)
-    p.add_argument("--query", type=int, default=15, help="query examples per class")
+    p.add_argument("--query", type=int, default=None,
+                   help="query examples per class (default: 1 for Omniglot as in Finn et al. 2017, else 15)")
     p.add_argument("--train", type=int, default=10000, help="episodes in the train split")
     p.add_argument("--val", type=int, default=600)
     p.add_argument("--test", type=int, default=600)
@@ -66,7 +67,8 @@ def pack(args: argparse.Namespace) -> Any:
     x_dtype = args.x_dtype or ("float32" if args.source in ("sinusoid", "linear_rep") else "uint8")
     layout = ShardLayout(maxcount=args.maxcount, x_dtype=x_dtype)
     episodes = {k: v for k, v in (("train", args.train), ("val", args.val), ("test", args.test)) if v}
-    common = {"way": args.way, "shot": args.shot, "query": args.query, "seed": args.seed, "layout": layout, "progress": True}
+    query = args.query if args.query is not None else (1 if args.source == "omniglot" else 15)
+    common = {"way": args.way, "shot": args.shot, "query": query, "seed": args.seed, "layout": layout, "progress": True}
     if args.source == "omniglot":
         import os
 
