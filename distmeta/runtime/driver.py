@@ -133,7 +133,10 @@ class StepRunner:
         ray = _ray()
         if ref not in ready:
             log.warning("step %d: worker %d did not answer within %.0f s", step, worker, self.cfg.runtime.step_timeout_s)
-            ray.cancel(ref, force=True)
+            try:
+                ray.cancel(ref)  # actor tasks cannot be force-cancelled; the late result is ignored
+            except Exception as exc:
+                log.debug("cancel: %s", exc)
             self.pool.down.add(worker)
             return None
         try:
