@@ -128,14 +128,20 @@ class AdaptingRule:
         return {**frozen, **fast}, first
 
     def adaptation_metrics(self, model: nn.Module, kind: LossKind, params: Params, adapted: Params,
-                           xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> dict[str, Tensor]:
-        """Pre/post-adaptation losses (and accuracies) of one task, as metrics."""
+                           task: tuple[Tensor, Tensor, Tensor, Tensor], support_before: Tensor,
+                           query_after: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+        """Pre/post-adaptation losses (and accuracies) of one task, as metrics.
+
+        ``support_before`` (the inner loop's first loss) and ``query_after`` (the outer
+        objective and accuracy, when the rule computed them) are reused, not recomputed.
+        """
+        xs, ys, xq, yq = task
         q_before, acc_before = loss_and_acc(model, kind, params, xq, yq)
-        q_after, acc_after = loss_and_acc(model, kind, adapted, xq, yq)
+        q_after, acc_after = query_after if query_after is not None else loss_and_acc(model, kind, adapted, xq, yq)
         metrics = {
             "query_loss": q_after,
             "query_loss_before": q_before,
-            "support_loss_before": loss_and_acc(model, kind, params, xs, ys)[0],
+            "support_loss_before": support_before,
             "support_loss_after": loss_and_acc(model, kind, adapted, xs, ys)[0],
         }
         if is_classification(kind):

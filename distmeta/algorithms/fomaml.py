@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor, nn
-from torch.func import grad
 
 from distmeta.algorithms.base import AdaptingRule
-from distmeta.algorithms.functional import loss_and_acc
+from distmeta.algorithms.functional import query_grad
 from distmeta.types import LossKind, Params
 
 
@@ -23,8 +22,8 @@ class FOMAML(AdaptingRule):
 
     def task_fn(self, model: nn.Module, params: Params, names: tuple[str, ...], kind: LossKind):
         def task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
-            adapted, _ = self.adapt_task(model, kind, params, names, xs, ys)
-            grads = grad(lambda p: loss_and_acc(model, kind, p, xq, yq)[0])(adapted)
-            return grads, self.adaptation_metrics(model, kind, params, adapted, xs, ys, xq, yq)
+            adapted, first = self.adapt_task(model, kind, params, names, xs, ys)
+            grads, after = query_grad(model, kind, adapted, xq, yq)
+            return grads, self.adaptation_metrics(model, kind, params, adapted, (xs, ys, xq, yq), first, after)
 
         return task

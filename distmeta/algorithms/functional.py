@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
 
 from distmeta.losses import task_loss
 from distmeta.models.base import HEAD_PREFIX
@@ -32,6 +32,16 @@ def forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor) -> Tensor
 def loss_and_acc(model: nn.Module, kind: LossKind, params: Mapping[str, Tensor],
                  x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return task_loss(kind, forward(model, params, x), y)
+
+
+def query_grad(model: nn.Module, kind: LossKind, params: Params, x: Tensor, y: Tensor,
+               argnums: int | tuple[int, ...] = 0, rest: Params | None = None):
+    """Gradient of the query loss at ``params`` (and of ``rest`` when given), with (loss, acc)."""
+    def objective(p: Params, r: Params):
+        loss, acc = loss_and_acc(model, kind, {**r, **p}, x, y)
+        return loss, (loss.detach(), acc.detach())
+
+    return grad(objective, argnums=argnums, has_aux=True)(params, rest or {})
 
 
 def adapted_names(params: Mapping[str, Tensor], adapt: Adapt) -> tuple[str, ...]:

@@ -25,7 +25,13 @@ from torch import Tensor, nn
 from torch.func import grad
 
 from distmeta.algorithms.base import AdaptingRule, check_positive
-from distmeta.algorithms.functional import conjugate_gradient, loss_and_acc, split, tree_dot
+from distmeta.algorithms.functional import (
+    conjugate_gradient,
+    loss_and_acc,
+    query_grad,
+    split,
+    tree_dot,
+)
 from distmeta.types import LossKind, Params
 
 
@@ -61,10 +67,9 @@ class IMAML(AdaptingRule):
             def support_loss(phi: Params, rest: Params) -> Tensor:
                 return loss_and_acc(model, kind, {**rest, **phi}, xs, ys)[0]
 
-            adapted, _ = self.adapt_task(model, kind, params, names, xs, ys)
+            adapted, first = self.adapt_task(model, kind, params, names, xs, ys)
             phi, rest = split(adapted, names)
-            g_phi, g_rest = grad(lambda p, r: loss_and_acc(model, kind, {**r, **p}, xq, yq)[0],
-                                 argnums=(0, 1))(phi, rest)
+            (g_phi, g_rest), after = query_grad(model, kind, phi, xq, yq, argnums=(0, 1), rest=rest)
 
             def matvec(v: Params) -> Params:
                 hv = grad(lambda p: tree_dot(grad(support_loss)(p, rest), v))(phi)
@@ -76,6 +81,6 @@ class IMAML(AdaptingRule):
                 w = {k: v / lam for k, v in x.items()}
                 cross = grad(lambda r: tree_dot(grad(support_loss)(phi, r), w))(rest)
                 grads |= {k: g_rest[k] - cross[k] for k in rest}
-            return grads, self.adaptation_metrics(model, kind, params, adapted, xs, ys, xq, yq)
+            return grads, self.adaptation_metrics(model, kind, params, adapted, (xs, ys, xq, yq), first, after)
 
         return task

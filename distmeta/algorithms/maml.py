@@ -27,12 +27,13 @@ class MAML(AdaptingRule):
     def task_fn(self, model: nn.Module, params: Params, names: tuple[str, ...], kind: LossKind):
         def task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
             def outer(theta: Params):
-                adapted, _ = self.adapt_task(model, kind, theta, names, xs, ys)
-                loss, _ = loss_and_acc(model, kind, adapted, xq, yq)
-                return loss, adapted
+                adapted, first = self.adapt_task(model, kind, theta, names, xs, ys)
+                loss, acc = loss_and_acc(model, kind, adapted, xq, yq)
+                return loss, (adapted, first, loss, acc)
 
-            grads, adapted = grad(outer, has_aux=True)(params)
+            grads, (adapted, first, loss, acc) = grad(outer, has_aux=True)(params)
             adapted = {k: v.detach() for k, v in adapted.items()}
-            return grads, self.adaptation_metrics(model, kind, params, adapted, xs, ys, xq, yq)
+            return grads, self.adaptation_metrics(model, kind, params, adapted, (xs, ys, xq, yq),
+                                                  first.detach(), (loss.detach(), acc.detach()))
 
         return task

@@ -21,8 +21,8 @@ class Reptile(AdaptingRule):
 
     def task_fn(self, model: nn.Module, params: Params, names: tuple[str, ...], kind: LossKind):
         def task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
-            adapted, _ = self.adapt_task(model, kind, params, names, xs, ys)
+            adapted, first = self.adapt_task(model, kind, params, names, xs, ys)
             grads = {k: params[k] - adapted[k] for k in params}
-            return grads, self.adaptation_metrics(model, kind, params, adapted, xs, ys, xq, yq)
+            return grads, self.adaptation_metrics(model, kind, params, adapted, (xs, ys, xq, yq), first)
 
         return task

@@ -1,6 +1,7 @@
 """The runtime on a real local Ray: bit-identical results for 1, 2 and 4 workers, after a
 killed worker, after a killed server, and after stop + resume."""
 
+import contextlib
 import os
 import signal
 
@@ -130,3 +131,23 @@ def test_training_from_packed_shards_with_a_corrupt_file_skipped(ray_session, tm
     strict = config("runtime.workers=1", f"data.path={data}", "outer.steps=1")
     with pytest.raises(ValueError, match=victim.name):
         train(strict, run_dir=str(tmp_path / "strict"))
+
+
+def test_hung_worker_times_out_and_its_shards_move(reference, tmp_path):
+    stopped = []
+
+    def freeze_worker(step, runner):
+        if step == 2 and not stopped:
+            pid = ray.get(runner.pool.actors[1].pid.remote())
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+
+    try:
+        result = train(config("runtime.workers=2", "runtime.step_timeout_s=4"), run_dir=str(tmp_path / "run"),
+                       callbacks=Callbacks(on_dispatch=freeze_worker), evaluate_at_end=False)
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert stopped and result.counters.retries >= 1
+    assert same(result.params, reference.params)

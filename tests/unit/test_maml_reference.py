@@ -113,3 +113,18 @@ def test_fomaml_differs_from_maml_by_second_order_terms():
     maml = MAML(inner_lr=0.05, inner_steps=2).meta_gradient(model, params, batch)
     fo = FOMAML(inner_lr=0.05, inner_steps=2).meta_gradient(model, params, batch)
     assert rel_err(flat(fo.grads, params), flat(maml.grads, params)) > 1e-4
+
+
+@pytest.mark.parametrize("rule", [MAML(inner_lr=0.05, inner_steps=2), FOMAML(inner_lr=0.05, inner_steps=2)])
+def test_pre_and_post_adaptation_metrics_are_task_sums(rule):
+    model, params, batch = small_setup()
+    got = rule.meta_gradient(model, params, batch).metrics
+
+    def loss(p, x, y):
+        return float(torch.nn.functional.mse_loss(torch.func.functional_call(model, p, (x,)), y))
+
+    before_s = sum(loss(params, batch.support_x[t], batch.support_y[t]) for t in range(3))
+    before_q = sum(loss(params, batch.query_x[t], batch.query_y[t]) for t in range(3))
+    assert got["support_loss_before"] == pytest.approx(before_s, rel=1e-12)
+    assert got["query_loss_before"] == pytest.approx(before_q, rel=1e-12)
+    assert got["support_loss_after"] < got["support_loss_before"]
