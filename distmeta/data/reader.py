@@ -75,7 +75,21 @@ def _deal(info: SplitInfo, n_logical_shards: int) -> list[LogicalShard]:
     return [LogicalShard.deal(info.rows, r, n_logical_shards) for r in range(n_logical_shards)]
 
 
-class ShardEpisodeSource:
+class _OverStore:
+    """What a reader over one split's :class:`ShardStore` reports: read stats, skipped files."""
+
+    _store: ShardStore
+
+    @property
+    def stats(self) -> ReadStats:
+        return self._store.stats
+
+    @property
+    def skipped(self) -> list[str]:
+        return self._store.skipped
+
+
+class ShardEpisodeSource(_OverStore):
     """A task family backed by packed shards: ``sample(n_tasks, seed, step, shard)``.
 
     Construction reads only the manifest. ``verify="open"`` checks every file up front
@@ -103,14 +117,6 @@ class ShardEpisodeSource:
     @property
     def info(self) -> SplitInfo:
         return self._store.info
-
-    @property
-    def stats(self) -> ReadStats:
-        return self._store.stats
-
-    @property
-    def skipped(self) -> list[str]:
-        return self._store.skipped
 
     def check_compatible(self, **expected: Any) -> None:
         """:class:`ManifestError` unless the packed family matches (``way=5, shot=1 ...``)."""
@@ -202,7 +208,7 @@ class ShardEpisodeSource:
         self._store.close()
 
 
-class EpisodeReader:
+class EpisodeReader(_OverStore):
     """Evaluation: every episode of a split (or of one logical shard) exactly once, in order."""
 
     def __init__(self, path: str, split: str = "test", *, shard: int = 0, n_logical_shards: int = 1,
@@ -217,14 +223,6 @@ class EpisodeReader:
     def episodes(self) -> int:
         """Episodes this reader will yield if no file is skipped (from the manifest)."""
         return self._logical.episodes
-
-    @property
-    def stats(self) -> ReadStats:
-        return self._store.stats
-
-    @property
-    def skipped(self) -> list[str]:
-        return self._store.skipped
 
     def records(self) -> Iterator[EpisodeRecord]:
         """Each episode once, file by file in manifest order; bad files skipped if allowed."""
