@@ -52,14 +52,15 @@ def evaluate(cfg: RunConfig, params: Params, split: str | None = None, episodes:
     model = cfg.model.build().to(dtype)
     params = {k: v.to(dtype) for k, v in params.items()}
     total: Evaluation | None = None
+    classification = False
     for batch in evaluation_batches(cfg, split, episodes):
+        classification = batch.loss == "cross_entropy"
         part = rule.evaluate(model, params, batch.to(dtype=dtype), steps=steps)
         total = part if total is None else total + part
     if total is None:
         raise ValueError(f"evaluation split {split or cfg.eval.split!r} has no episodes")
     loss, acc = total.mean()
     loss_ci, acc_ci = total.ci95()
-    classification = cfg.task.family == "omniglot" or (batch.loss == "cross_entropy")
     return EvalReport(split or cfg.eval.split, total.n_tasks, list(range(len(loss))), loss, loss_ci,
                       acc if classification else None, acc_ci if classification else None)
 

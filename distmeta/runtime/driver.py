@@ -65,6 +65,11 @@ def _is_actor_failure(exc: BaseException) -> bool:
                             ray.exceptions.OwnerDiedError))
 
 
+def _is_stale(exc: BaseException) -> bool:
+    """A StaleStepError, raised here or inside an actor (Ray wraps it, keeping it as ``cause``)."""
+    return isinstance(exc, StaleStepError) or isinstance(getattr(exc, "cause", None), StaleStepError)
+
+
 def assign(shards: list[int], workers: list[int]) -> dict[int, list[int]]:
     """Deal logical shards round-robin over workers (the result does not depend on it)."""
     plan: dict[int, list[int]] = {w: [] for w in workers}
@@ -142,7 +147,7 @@ class StepRunner:
         try:
             return ray.get(ref)
         except Exception as exc:
-            if isinstance(exc, StaleStepError) or isinstance(getattr(exc, "cause", None), StaleStepError):
+            if _is_stale(exc):
                 raise StaleStepError(str(exc)) from None
             if not _is_actor_failure(exc):
                 raise
@@ -171,8 +176,7 @@ def apply_step(server: Any, step: int, grads_refs: list[Any], counters: Counters
     try:
         return ray.get(server.apply.remote(step, *grads_refs))
     except Exception as exc:
-        cause = getattr(exc, "cause", exc)
-        if isinstance(exc, StaleStepError) or isinstance(cause, StaleStepError) or _is_actor_failure(exc):
+        if _is_stale(exc) or _is_actor_failure(exc):
             counters.server_restarts += 1
             log.warning("step %d: parameter server restarted (%s); resuming from its checkpoint", step, type(exc).__name__)
             return None

@@ -63,15 +63,19 @@ def test_same_parameters_for_any_number_of_workers(reference, workers, tmp_path)
     assert result.history[-1][1]["query_loss"] == reference.history[-1][1]["query_loss"]
 
 
+def signal_at(step_no, actor_of, sig, sent):
+    """An on_dispatch hook that sends ``sig`` once, at ``step_no``, to the actor ``actor_of(runner)``."""
+    def hook(step, runner):
+        if step == step_no and not sent:
+            pid = ray.get(actor_of(runner).pid.remote())
+            os.kill(pid, sig)
+            sent.append(pid)
+    return hook
+
+
 def test_killed_worker_is_retried_and_result_is_identical(reference, tmp_path):
     killed = []
-
-    def kill_worker(step, runner):
-        if step == 3 and not killed:
-            pid = ray.get(runner.pool.actors[0].pid.remote())
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-
+    kill_worker = signal_at(3, lambda runner: runner.pool.actors[0], signal.SIGKILL, killed)
     result = train(config("runtime.workers=2"), run_dir=str(tmp_path / "run"),
                    callbacks=Callbacks(on_dispatch=kill_worker))
     assert killed
@@ -82,13 +86,7 @@ def test_killed_worker_is_retried_and_result_is_identical(reference, tmp_path):
 
 def test_killed_server_restores_its_checkpoint_and_result_is_identical(reference, tmp_path):
     killed = []
-
-    def kill_server(step, runner):
-        if step == 5 and not killed:
-            pid = ray.get(runner.server.pid.remote())
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-
+    kill_server = signal_at(5, lambda runner: runner.server, signal.SIGKILL, killed)
     result = train(config("runtime.workers=2"), run_dir=str(tmp_path / "run"),
                    callbacks=Callbacks(on_dispatch=kill_server))
     assert killed
@@ -135,13 +133,7 @@ def test_training_from_packed_shards_with_a_corrupt_file_skipped(ray_session, tm
 
 def test_hung_worker_times_out_and_its_shards_move(reference, tmp_path):
     stopped = []
-
-    def freeze_worker(step, runner):
-        if step == 2 and not stopped:
-            pid = ray.get(runner.pool.actors[1].pid.remote())
-            os.kill(pid, signal.SIGSTOP)
-            stopped.append(pid)
-
+    freeze_worker = signal_at(2, lambda runner: runner.pool.actors[1], signal.SIGSTOP, stopped)
     try:
         result = train(config("runtime.workers=2", "runtime.step_timeout_s=4"), run_dir=str(tmp_path / "run"),
                        callbacks=Callbacks(on_dispatch=freeze_worker), evaluate_at_end=False)
