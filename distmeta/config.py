@@ -135,7 +135,9 @@ class OuterConfig(Section):
 
 class RuntimeConfig(Section):
     """How the meta-batch is cut and placed: ``meta_batch`` tasks per step in
-    ``logical_shards`` fixed shards, computed by ``workers`` Ray actors."""
+    ``logical_shards`` fixed shards, computed by ``workers`` Ray actors. ``time_limit_s``
+    bounds the wall time of the step loop (a job's allocation, a CPU budget): training stops
+    after the step that crosses it, checkpoints, evaluates, and ``--resume`` continues."""
 
     meta_batch: int = Field(25, ge=1)
     logical_shards: int = Field(5, ge=1)
@@ -147,6 +149,7 @@ class RuntimeConfig(Section):
     on_worker_loss: Literal["reassign", "wait"] = "reassign"
     step_timeout_s: float = Field(300.0, gt=0)
     max_step_retries: int = Field(5, ge=0)
+    time_limit_s: float | None = Field(None, gt=0)
     dtype: Literal["float32", "float64"] = "float32"
 
     @model_validator(mode="after")

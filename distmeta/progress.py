@@ -74,7 +74,9 @@ def print_summary(result: Any) -> None:
     table.add_column(style="bold")
     table.add_column()
     last = result.history[-1][1] if result.history else {}
-    rows = [("steps", f"{result.step} / {result.config.outer.steps}"),
+    limit = result.config.runtime.time_limit_s
+    stop = f" (stopped by runtime.time_limit_s={limit:g})" if result.stopped_by_time_limit else ""
+    rows = [("steps", f"{result.step} / {result.config.outer.steps}{stop}"),
             ("wall time", f"{result.wall_s:.1f} s (first step after {result.first_step_s or 0:.1f} s)"),
             ("throughput", f"{result.tasks_per_s:.1f} tasks/s"),
             ("retries / skipped steps", f"{result.counters.retries} / {int(last.get('skipped_steps', 0))}"),

@@ -1,7 +1,7 @@
 """Section ``scaling``: tasks/s of the real runtime with 1..N workers, and the server's share.
 
-``distmeta.runtime.train.train`` runs one config (Conv4 MAML 5-way 1-shot from packed shards,
-12 logical shards, compute-bound) with 1 and 2 workers on a local Ray instance, then on a
+``distmeta.runtime.train.train`` runs one config (``configs/omniglot_5w1s_maml.yaml``'s
+network and rule: Conv4 MAML 5-way 1-shot from packed shards, meta-batch 32, 8 logical shards) with 1 and 2 workers on a local Ray instance, then on a
 ``ray.cluster_utils.Cluster`` of 1..4 fake nodes (``num_cpus=1`` each, all on loopback; the
 head has no CPUs and holds the driver and the parameter server). Per step the runtime
 reports ``step_s``, ``compute_s`` (slowest worker) and ``server_s`` (the server's ``apply``);
@@ -51,9 +51,9 @@ class Plan:
     steps: int
     skip: int
     nodes: tuple[int, ...]
-    meta_batch: int = 12
-    shards: int = 12
-    query: int = 5
+    meta_batch: int = 32
+    shards: int = 8
+    query: int = 1
 
 
 def make_plan(quick: bool) -> Plan:
@@ -63,8 +63,8 @@ def make_plan(quick: bool) -> Plan:
 def overrides(plan: Plan, data_path: str, workers: int) -> list[str]:
     """Config overrides of the scaling run (Conv4 MAML 5-way 1-shot from the packed shards)."""
     return [f"data.path={data_path}", "task.family=omniglot", "task.way=5", "task.shot=1",
-            f"task.query={plan.query}", "model.name=conv4", "model.n_way=5", "algorithm.name=maml",
-            "algorithm.inner_lr=0.4", "algorithm.inner_steps=1", "algorithm.vectorize=false",
+            f"task.query={plan.query}", "model.name=conv4", "model.n_way=5", "model.pool=stride",
+            "algorithm.name=maml", "algorithm.inner_lr=0.4", "algorithm.inner_steps=1", "algorithm.vectorize=true",
             f"outer.steps={plan.steps}", f"runtime.meta_batch={plan.meta_batch}",
             f"runtime.logical_shards={plan.shards}", f"runtime.workers={workers}", "runtime.cpus_per_worker=1",
             "runtime.threads_per_worker=1", "tracking.enabled=false", "checkpoint.every=1000000"]

@@ -74,7 +74,7 @@ def _random_records(n: int, way: int, shot: int, query: int, seed: int) -> Itera
             yield EpisodeRecord(drawn.support_x[t], drawn.support_y[t], drawn.query_x[t], drawn.query_y[t], meta)
 
 
-def pack_random(out_dir: str, episodes: int, way: int = 5, shot: int = 1, query: int = 15,
+def pack_random(out_dir: str, episodes: int, way: int = 5, shot: int = 1, query: int = 1,
                 seed: int = 0, maxcount: int = 50) -> None:
     """Random-image N-way K-shot episodes, packed like ``distmeta data pack omniglot``."""
     params = {"way": way, "shot": shot, "query": query, "rotations": False, "image_size": 28,
@@ -86,7 +86,7 @@ def pack_random(out_dir: str, episodes: int, way: int = 5, shot: int = 1, query:
     publish(out_dir, rows)
 
 
-def pack_bench_shards(out_dir: str, episodes: int, query: int = 15, maxcount: int = 50,
+def pack_bench_shards(out_dir: str, episodes: int, query: int = 1, maxcount: int = 50,
                       prefer_omniglot: bool = True) -> PackedShards:
     """5-way 1-shot shards under ``out_dir``: Omniglot if found (and preferred), else random images."""
     root = omniglot_root() if prefer_omniglot else None

@@ -2,9 +2,10 @@
 
 * ``sinusoid``: the MAML paper's regression MLP 1-40-40-1, 10-shot, 10 query points,
   meta-batch 25 (Finn et al. 2017, Section 5.1).
-* ``conv4``: Omniglot-sized Conv4, 5-way 1-shot, 15 query per class, 28x28 inputs,
-  meta-batch 32 (Finn et al. 2017; cbfinn/maml). Images are random: speed and memory do
-  not depend on the pixels, and the bench must run without the Omniglot files.
+* ``conv4``: the Omniglot Conv4 of ``configs/omniglot_5w1s_*.yaml`` (stride-2 convolutions,
+  as cbfinn/maml), 5-way 1-shot, one query per class, 28x28 inputs, meta-batch 32 (Finn et
+  al. 2017). Images are random: speed and memory do not depend on the pixels, and the bench
+  must run without the Omniglot files.
 
 Rule hyper-parameters follow the configs and the papers: MAML/FOMAML one inner step (lr 0.01
 sinusoid, 0.4 Omniglot); iMAML as ``configs/sinusoid_imaml.yaml`` on the sinusoid and as the
@@ -80,13 +81,13 @@ def sinusoid(meta_batch: int = 25, shots: int = 10, query: int = 10, seed: int =
     return Workload("sinusoid", "MLP 1-40-40-1", mlp(hidden=(40, 40)), batch, hyper)
 
 
-def omniglot_conv4(meta_batch: int = 32, way: int = 5, shot: int = 1, query: int = 15,
-                   image_size: int = 28, seed: int = 0) -> Workload:
+def omniglot_conv4(meta_batch: int = 32, way: int = 5, shot: int = 1, query: int = 1,
+                   image_size: int = 28, pool: str = "stride", seed: int = 0) -> Workload:
     """Conv4 on random 28x28 images, N-way K-shot (Omniglot-sized)."""
     torch.manual_seed(seed)
-    pool = ImageClasses(random_images(size=image_size, seed=seed), way=way, shot=shot, query=query)
-    batch = pool.sample(meta_batch, seed, 0, 0)
+    classes = ImageClasses(random_images(size=image_size, seed=seed), way=way, shot=shot, query=query)
+    batch = classes.sample(meta_batch, seed, 0, 0)
     hyper = {"maml": {"inner_lr": 0.4, "inner_steps": 1}, "fomaml": {"inner_lr": 0.4, "inner_steps": 1},
              "imaml": {"inner_lr": 0.1, "inner_steps": 16, "lam": 2.0, "cg_steps": 5}}
-    return Workload("conv4", f"Conv4 {way}-way {shot}-shot {image_size}x{image_size}",
-                    conv4(way, image_size=image_size), batch, hyper)
+    return Workload("conv4", f"Conv4 ({pool}) {way}-way {shot}-shot {image_size}x{image_size}",
+                    conv4(way, image_size=image_size, pool=pool), batch, hyper)

@@ -55,6 +55,7 @@ class TrainResult:
     evaluation: Any | None = None
     run_id: str | None = None
     tracking_uri: str | None = None
+    stopped_by_time_limit: bool = False
 
 
 def open_run(cfg: RunConfig | None, run_dir: str | None, resume: str | None,
@@ -140,7 +141,7 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
         reporter.start(nodes=len([n for n in ray.nodes() if n.get("Alive")]))
         result = _loop(cfg, rd, server, pool, Counters(), cb, until_step, reporter, start)
         result.run_id, result.tracking_uri = reporter.run_id, reporter.tracking_uri
-        if evaluate_at_end and result.step >= cfg.outer.steps:
+        if evaluate_at_end and (result.step >= cfg.outer.steps or result.stopped_by_time_limit):
             from distmeta.evaluation import evaluate
 
             result.evaluation = evaluate(cfg, result.params)
@@ -168,7 +169,7 @@ def _loop(cfg: RunConfig, rd: RunDir, server: Any, pool: Any, counters: Counters
     if cb.on_start:
         cb.on_start(rd.location, cfg, step)
     result = TrainResult(rd.location, cfg, step, {}, counters)
-    tasks = 0
+    tasks, loop_start, limit = 0, time.perf_counter(), cfg.runtime.time_limit_s
     while step < target:
         t0 = time.perf_counter()
         try:
@@ -195,6 +196,10 @@ def _loop(cfg: RunConfig, rd: RunDir, server: Any, pool: Any, counters: Counters
         step += 1
         if cb.on_step:
             cb.on_step(step, metrics)
+        if limit is not None and step < target and time.perf_counter() - loop_start >= limit:
+            log.info("runtime.time_limit_s=%g reached after %d of %d steps", limit, step, cfg.outer.steps)
+            result.stopped_by_time_limit = True
+            break
     ray.get(server.checkpoint.remote())
     result.step, result.params = final_params(server)
     result.wall_s = time.perf_counter() - start

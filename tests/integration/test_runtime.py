@@ -104,6 +104,17 @@ def test_stop_and_resume_is_bit_identical(reference, tmp_path):
     assert same(resumed.params, reference.params)
 
 
+def test_a_time_limit_stops_evaluates_and_resumes_bit_identical(reference, tmp_path):
+    run_dir = str(tmp_path / "run")
+    first = train(config("runtime.workers=2", "runtime.time_limit_s=0.001", "eval.episodes=16"), run_dir=run_dir)
+    assert first.stopped_by_time_limit
+    assert first.step == 1
+    assert first.evaluation is not None
+    resumed = train(resume=run_dir, overrides=["runtime.time_limit_s=null"])
+    assert resumed.step == 8 and not resumed.stopped_by_time_limit
+    assert same(resumed.params, reference.params)
+
+
 def test_a_run_directory_is_never_overwritten(reference):
     with pytest.raises(FileExistsError, match="--resume"):
         train(config("runtime.workers=1"), run_dir=reference.run_dir)

@@ -24,6 +24,11 @@ def test_unknown_model_is_named():
         build_model("resnet")
 
 
+def test_unknown_conv4_pooling_is_named():
+    with pytest.raises(ValueError, match=r"model.pool='avg'.*\['max', 'stride'\]"):
+        build_model("conv4", n_way=5, pool="avg")
+
+
 @pytest.mark.parametrize("lr", [-0.1, 0.0])
 def test_non_positive_learning_rate(lr):
     with pytest.raises(ValueError, match="inner_lr"):

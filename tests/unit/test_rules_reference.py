@@ -121,14 +121,14 @@ def image_batch():
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 @pytest.mark.parametrize("adapt", ["all", "head"])
-@pytest.mark.parametrize("family", ["sinusoid", "images"])
+@pytest.mark.parametrize("family", ["sinusoid", "images-max", "images-stride"])
 def test_vectorised_equals_per_task_loop(name, adapt, family):
+    torch.manual_seed(0)
     if family == "sinusoid":
-        torch.manual_seed(0)
         model, batch = mlp(hidden=(8, 8)).double(), sinusoid_batch()
     else:
-        torch.manual_seed(0)
-        model, batch = conv4(3, image_size=16, hidden=4).double(), image_batch()
+        pool = family.split("-")[1]
+        model, batch = conv4(3, image_size=16, hidden=4, pool=pool).double(), image_batch()
     hyper = {} if name == "r2d2" else {"adapt": adapt, "inner_lr": 0.1}
     if name in ("maml", "fomaml", "imaml", "reptile"):
         hyper["inner_steps"] = 2
