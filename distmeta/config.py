@@ -9,6 +9,7 @@ hyper-parameters of the class they build, so a config can only name what exists.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import Any, Literal
@@ -111,7 +112,7 @@ class AlgorithmConfig(OpenSection):
             rule = cls(**self.kwargs)
         except (TypeError, ValueError) as exc:
             raise ValueError(str(exc).replace(f"algorithm({cls.__name__})", "algorithm")) from None
-        self._record_resolved(rule, [f for f in cls.__dataclass_fields__ if f != "min_inner_steps"])
+        self._record_resolved(rule, [f.name for f in dataclasses.fields(cls)])
         return self
 
     def build(self):

@@ -18,7 +18,6 @@ from distmeta.algorithms.functional import (
     sgd_steps,
     split,
 )
-from distmeta.losses import is_classification
 from distmeta.types import EpisodeBatch, LossKind, MetaGradient, Params
 
 
@@ -118,35 +117,6 @@ class AdaptingRule:
                         x: Tensor, y: Tensor) -> Callable[[Params], Tensor]:
         """The loss the inner loop descends (plain support loss; iMAML adds a proximal term)."""
         return lambda fast: loss_and_acc(model, kind, {**frozen, **fast}, x, y)[0]
-
-    def adapt_task(self, model: nn.Module, kind: LossKind, params: Params, names: tuple[str, ...],
-                   x: Tensor, y: Tensor, steps: int | None = None) -> tuple[Params, Tensor]:
-        """Adapted full parameters after ``steps`` (default ``inner_steps``) and the first inner loss."""
-        theta, frozen = split(params, names)
-        objective = self.inner_objective(model, kind, theta, frozen, x, y)
-        fast, first = sgd_steps(objective, theta, self.inner_steps if steps is None else steps, self.inner_lr)
-        return {**frozen, **fast}, first
-
-    def adaptation_metrics(self, model: nn.Module, kind: LossKind, params: Params, adapted: Params,
-                           task: tuple[Tensor, Tensor, Tensor, Tensor], support_before: Tensor,
-                           query_after: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
-        """Pre/post-adaptation losses (and accuracies) of one task, as metrics.
-
-        ``support_before`` (the inner loop's first loss) and ``query_after`` (the outer
-        objective and accuracy, when the rule computed them) are reused, not recomputed.
-        """
-        xs, ys, xq, yq = task
-        q_before, acc_before = loss_and_acc(model, kind, params, xq, yq)
-        q_after, acc_after = query_after if query_after is not None else loss_and_acc(model, kind, adapted, xq, yq)
-        metrics = {
-            "query_loss": q_after,
-            "query_loss_before": q_before,
-            "support_loss_before": support_before,
-            "support_loss_after": loss_and_acc(model, kind, adapted, xs, ys)[0],
-        }
-        if is_classification(kind):
-            metrics |= {"query_acc": acc_after, "query_acc_before": acc_before}
-        return {k: v.detach() for k, v in metrics.items()}
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch,

@@ -1,17 +1,18 @@
-"""Per-task maths shared by the rules, in torch.func style (params as dicts, no module clones).
+"""Per-task maths in torch.func style (params as dicts, no module clones): evaluation
+curves, ERM and R2-D2. The rules with an inner loop compute their meta-gradients in
+:mod:`distmeta.algorithms.engine`.
 
 Every function here works on ONE task (unbatched tensors) so that it composes with
 ``torch.func.vmap`` over the task dimension; :func:`run_per_task` runs it either vectorised
-or as a plain per-task loop (the reference path, and the faster one for CPU convolutions).
+or as a plain per-task loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.func import functional_call, grad_and_value, vmap
 
 from distmeta.losses import task_loss
 from distmeta.models.base import HEAD_PREFIX
@@ -32,16 +33,6 @@ def forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor) -> Tensor
 def loss_and_acc(model: nn.Module, kind: LossKind, params: Mapping[str, Tensor],
                  x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return task_loss(kind, forward(model, params, x), y)
-
-
-def query_grad(model: nn.Module, kind: LossKind, params: Params, x: Tensor, y: Tensor,
-               argnums: int | tuple[int, ...] = 0, rest: Params | None = None):
-    """Gradient of the query loss at ``params`` (and of ``rest`` when given), with (loss, acc)."""
-    def objective(p: Params, r: Params):
-        loss, acc = loss_and_acc(model, kind, {**r, **p}, x, y)
-        return loss, (loss.detach(), acc.detach())
-
-    return grad(objective, argnums=argnums, has_aux=True)(params, rest or {})
 
 
 def adapted_names(params: Mapping[str, Tensor], adapt: Adapt) -> tuple[str, ...]:
@@ -67,15 +58,6 @@ def split(params: Mapping[str, Tensor], names: Sequence[str]) -> tuple[Params, P
             {k: v for k, v in params.items() if k not in chosen})
 
 
-def tree_dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
-    return sum((a[k] * b[k]).sum() for k in a)  # type: ignore[return-value]
-
-
-def tree_axpy(alpha: Tensor | float, x: Mapping[str, Tensor], y: Mapping[str, Tensor]) -> Params:
-    """``alpha * x + y``."""
-    return {k: alpha * x[k] + y[k] for k in y}
-
-
 def sgd_steps(loss_fn: Callable[[Params], Tensor], start: Params, steps: int,
               lr: float) -> tuple[Params, Tensor]:
     """``steps`` of gradient descent on ``loss_fn`` from ``start``; also the loss at ``start``.
@@ -89,29 +71,6 @@ def sgd_steps(loss_fn: Callable[[Params], Tensor], start: Params, steps: int,
         first = value if first is None else first
         fast = {k: fast[k] - lr * g[k] for k in fast}
     return fast, (loss_fn(start) if first is None else first)
-
-
-def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, steps: int) -> Params:
-    """Solve ``A x = b`` for symmetric positive definite ``A`` by ``steps`` CG iterations from 0.
-
-    Fixed iteration count (no data-dependent stopping) so it vectorises with ``vmap``;
-    a zero residual is handled without dividing by zero.
-    """
-    x = {k: torch.zeros_like(v) for k, v in b.items()}
-    r = dict(b)
-    p = dict(b)
-    rr = tree_dot(r, r)
-    for _ in range(steps):
-        ap = matvec(p)
-        pap = tree_dot(p, ap)
-        alpha = torch.where(pap > 0, rr / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
-        x = tree_axpy(alpha, p, x)
-        r = tree_axpy(-alpha, ap, r)
-        rr_new = tree_dot(r, r)
-        beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr))
-        p = tree_axpy(beta, p, r)
-        rr = rr_new
-    return x
 
 
 TaskFn = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[dict[str, Tensor], dict[str, Tensor]]]

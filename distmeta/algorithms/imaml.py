@@ -5,9 +5,8 @@ Inner problem (Eq. 4): phi* = argmin_phi L_support(phi) + lam/2 ||phi - theta||^
 approximately by ``inner_steps`` of gradient descent from theta, without a graph.
 Outer gradient (Eq. 6-7): d phi*/d theta = (I + H/lam)^-1 with H the Hessian of L_support at
 phi*, so g = (I + H/lam)^-1 grad L_query(phi*), solved by ``cg_steps`` of conjugate gradient
-on Hessian-vector products (reverse-over-reverse, H v = grad <grad L_s, v>, which vmaps
-for every model here; forward-over-reverse ``jvp`` and a reused ``vjp`` each fail under
-``vmap`` for one of the MLP or Conv4 in torch 2.14). ``damping`` adds
+on Hessian-vector products (H v = grad <grad L_s, v>, double backward through one support
+gradient kept on the graph, per task: see :mod:`distmeta.algorithms.engine`). ``damping`` adds
 damping/lam * I to the system for stability. Memory is that of one inner gradient plus a
 Hessian-vector product, independent of ``inner_steps``.
 
@@ -21,22 +20,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor, nn
-from torch.func import grad
+from torch import Tensor
 
-from distmeta.algorithms.base import AdaptingRule, check_positive
-from distmeta.algorithms.functional import (
+from distmeta.algorithms.base import check_positive
+from distmeta.algorithms.engine import (
+    BatchedRule,
+    Chunk,
+    Sums,
+    adaptation_metrics,
     conjugate_gradient,
-    loss_and_acc,
-    query_grad,
-    split,
-    tree_dot,
+    gradients,
+    inner_sgd,
 )
-from distmeta.types import LossKind, Params
+from distmeta.algorithms.functional import loss_and_acc
+from distmeta.types import Params
 
 
 @dataclass(frozen=True)
-class IMAML(AdaptingRule):
+class IMAML(BatchedRule):
     """Implicit MAML: ``IMAML(inner_lr=0.1, inner_steps=16, lam=2.0, cg_steps=5)``."""
 
     lam: float = 1.0
@@ -52,35 +53,34 @@ class IMAML(AdaptingRule):
             raise ValueError(f"algorithm(IMAML).damping={self.damping!r}: must be >= 0")
 
     def inner_objective(self, model, kind, theta, frozen, x, y):
+        """One task's proximal inner objective (used by :meth:`evaluate`)."""
         lam = self.lam
 
         def objective(fast: Params) -> Tensor:
             prox = sum(((fast[k] - theta[k]) ** 2).sum() for k in fast)
             return loss_and_acc(model, kind, {**frozen, **fast}, x, y)[0] + 0.5 * lam * prox
-
         return objective
 
-    def task_fn(self, model: nn.Module, params: Params, names: tuple[str, ...], kind: LossKind):
+    def chunk_gradient(self, c: Chunk) -> Sums:
         lam, damping = self.lam, self.damping
+        anchor = {k: v.detach() for k, v in c.start.items()}
 
-        def task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
-            def support_loss(phi: Params, rest: Params) -> Tensor:
-                return loss_and_acc(model, kind, {**rest, **phi}, xs, ys)[0]
+        def proximal(fast: Params) -> Tensor:
+            moved = {k: fast[k] - anchor[k] for k in fast}
+            return c.support(fast) + 0.5 * lam * c.task_dot(moved, moved)
 
-            adapted, first = self.adapt_task(model, kind, params, names, xs, ys)
-            phi, rest = split(adapted, names)
-            (g_phi, g_rest), after = query_grad(model, kind, phi, xq, yq, argnums=(0, 1), rest=rest)
+        fast, first = inner_sgd(c, self.inner_steps, self.inner_lr, False, proximal)
+        q_loss, q_acc = c.query(fast)
+        g = gradients(q_loss.sum(), {**fast, **c.frozen})
+        support_grad = gradients(c.support(fast).sum(), fast, create_graph=True)
 
-            def matvec(v: Params) -> Params:
-                hv = grad(lambda p: tree_dot(grad(support_loss)(p, rest), v))(phi)
-                return {k: (1.0 + damping / lam) * v[k] + hv[k] / lam for k in v}
+        def matvec(v: Params) -> Params:
+            hv = gradients(sum((support_grad[k] * v[k]).sum() for k in v), fast, retain_graph=True)
+            return {k: (1.0 + damping / lam) * v[k] + hv[k] / lam for k in v}
 
-            x = conjugate_gradient(matvec, g_phi, self.cg_steps)
-            grads = dict(x)
-            if rest:
-                w = {k: v / lam for k, v in x.items()}
-                cross = grad(lambda r: tree_dot(grad(support_loss)(phi, r), w))(rest)
-                grads |= {k: g_rest[k] - cross[k] for k in rest}
-            return grads, self.adaptation_metrics(model, kind, params, adapted, (xs, ys, xq, yq), first, after)
-
-        return task
+        x = conjugate_gradient(c, matvec, {k: g[k] for k in fast}, self.cg_steps)
+        grads = c.task_sum(x)
+        if c.frozen:
+            cross = gradients(sum((support_grad[k] * x[k] / lam).sum() for k in x), c.frozen)
+            grads |= {k: g[k] - cross[k] for k in c.frozen}
+        return grads, adaptation_metrics(c, fast, first, (q_loss, q_acc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from distmeta.algorithms.erm import ERM
@@ -26,7 +27,7 @@ def build_algorithm(name: str, **hyper: Any):
     if name not in ALGORITHMS:
         raise ValueError(f"algorithm.name={name!r} is not a rule: expected one of {sorted(ALGORITHMS)}")
     cls = ALGORITHMS[name]
-    fields = set(cls.__dataclass_fields__) - {"min_inner_steps"}
+    fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(hyper) - fields)
     if unknown:
         raise ValueError(f"algorithm.{unknown[0]}: not a hyper-parameter of {name!r}; valid: {sorted(fields)}")

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+import torch
 
-from distmeta.algorithms.base import AdaptingRule
-from distmeta.types import LossKind, Params
+from distmeta.algorithms.engine import BatchedRule, Chunk, Sums, adaptation_metrics, inner_sgd
 
 
 @dataclass(frozen=True)
-class Reptile(AdaptingRule):
+class Reptile(BatchedRule):
     """Reptile: ``Reptile(inner_lr=0.1, inner_steps=5)``; use the outer SGD lr as epsilon."""
 
-    def task_fn(self, model: nn.Module, params: Params, names: tuple[str, ...], kind: LossKind):
-        def task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
-            adapted, first = self.adapt_task(model, kind, params, names, xs, ys)
-            grads = {k: params[k] - adapted[k] for k in params}
-            return grads, self.adaptation_metrics(model, kind, params, adapted, (xs, ys, xq, yq), first)
-
-        return task
+    def chunk_gradient(self, c: Chunk) -> Sums:
+        fast, first = inner_sgd(c, self.inner_steps, self.inner_lr, second_order=False)
+        moved = c.task_sum({k: c.start[k] - fast[k] for k in fast})
+        grads = {k: moved[k] if k in moved else torch.zeros_like(v) for k, v in c.theta.items()}
+        return grads, adaptation_metrics(c, fast, first)

@@ -1,15 +1,14 @@
 """Section ``throughput``: meta-gradient tasks/s on one core, vectorised vs the per-task loop.
 
-For MAML, FOMAML and iMAML on the sinusoid MLP and on Omniglot-sized Conv4, ``vectorize=True``
-(``torch.func.vmap`` over tasks) and ``vectorize=False`` (a Python loop over tasks, the
-reference path) are timed side by side (interleaved repeats, one thread). For MAML the
+For MAML, FOMAML and iMAML on the sinusoid MLP and on the Omniglot Conv4, ``vectorize=True``
+(the forward ``torch.func.vmap``-ed over tasks, derivatives by autograd) and ``vectorize=False``
+(a Python loop over tasks, the way learn2learn and higher work) are timed side by side (interleaved repeats, one thread). For MAML the
 anchor libraries (higher, learn2learn, TorchOpt) join the same interleaved timing, after
 their gradients are checked against distmeta's (relative error of the summed gradient).
 
-distmeta's ``meta_gradient`` also computes adaptation metrics (the losses before and after
-adaptation that the gradient does not already give: extra forward passes per task); the
-anchors compute the gradient only. The metrics are timed alone in the same rounds, and an
-estimate of distmeta's loop without them is reported beside the anchors.
+distmeta's ``meta_gradient`` also computes adaptation metrics (the query loss before and
+the support loss after adaptation: two graph-free forward passes per task); the anchors
+compute the gradient only, so the comparison is, if anything, tilted towards them.
 """
 
 from __future__ import annotations
@@ -79,27 +78,6 @@ def anchor_calls(w: Workload, plan: Plan, reference: dict[str, Any]) -> tuple[di
     return calls, warm, found
 
 
-def metrics_only(w: Workload) -> Any:
-    """The per-task loop's adaptation metrics alone (``AdaptingRule.adaptation_metrics`` on
-    precomputed adapted parameters, reusing the losses the rule reuses): what distmeta's MAML
-    step computes beyond the gradient."""
-    rule, params, b = w.rule("maml", vectorize=False), w.params(), w.batch
-    names = tuple(params)
-    tasks = []
-    for t in range(b.n_tasks):
-        task = (b.support_x[t], b.support_y[t], b.query_x[t], b.query_y[t])
-        adapted, first = rule.adapt_task(w.model, b.loss, params, names, task[0], task[1])  # type: ignore[arg-type]
-        reused = (first.new_zeros(()), first.new_zeros(()))  # the outer loss and accuracy
-        tasks.append((task, {k: v.detach() for k, v in adapted.items()}, first.detach(), reused))
-
-    def call() -> None:
-        for task, adapted, first, reused in tasks:
-            rule.adaptation_metrics(w.model, b.loss, params, adapted, task, first, reused)  # type: ignore[arg-type]
-
-    call()  # fails here, not mid-timing, if the rule's metrics API has moved
-    return call
-
-
 def reference_grads(w: Workload, plan: Plan) -> dict[str, Any]:
     """distmeta's MAML gradients on the check tasks, by both paths."""
     check = w.batch.slice(0, min(plan.check_tasks, w.meta_batch))
@@ -117,10 +95,6 @@ def measure_rule(w: Workload, rule: str, repeats: int, plan: Plan, with_anchors:
         extra_calls, extra_warm, found = anchor_calls(w, plan, reference_grads(w, plan))
         calls |= extra_calls
         warm |= extra_warm
-        try:
-            calls["loop_metrics_only"] = metrics_only(w)
-        except (TypeError, ValueError) as exc:  # an estimate only: never sink the section
-            log.warning("metrics-only estimate unavailable: %s", exc)
     timings = time_interleaved(calls, repeats, warmup=1, warmup_calls=warm)
     out: dict[str, Any] = {f"{path}_tasks_per_s": _tasks_per_s(w, timings[path]) for path in PATHS}
     out["ratio_vectorized_over_loop"] = ratio(out["vectorized_tasks_per_s"], out["loop_tasks_per_s"])
@@ -132,11 +106,6 @@ def measure_rule(w: Workload, rule: str, repeats: int, plan: Plan, with_anchors:
                      "ratio_over_loop": ratio(rate, out["loop_tasks_per_s"])}
     if with_anchors:
         out["anchors"] = found
-    if "loop_metrics_only" in timings:
-        metrics_s = timings["loop_metrics_only"].median_s
-        gradient_s = max(timings["loop"].median_s - metrics_s, 1e-9)
-        out["loop_metrics_share"] = metrics_s / timings["loop"].median_s
-        out["loop_gradient_only_tasks_per_s_est"] = w.meta_batch / gradient_s
     return out
 
 
@@ -164,11 +133,6 @@ def print_results(console: Console, result: dict[str, Any]) -> None:
     rows = []
     for name, w in result["workloads"].items():
         maml = w["rules"]["maml"]
-        if "loop_gradient_only_tasks_per_s_est" in maml:
-            rows.append([name, "distmeta loop less metrics (est.)", "-", maml["loop_gradient_only_tasks_per_s_est"],
-                         fmt_ratio(ratio(maml["loop_gradient_only_tasks_per_s_est"], maml["vectorized_tasks_per_s"])),
-                         fmt_ratio(ratio(maml["loop_gradient_only_tasks_per_s_est"], maml["loop_tasks_per_s"])),
-                         f"metrics {100 * maml['loop_metrics_share']:.0f}% of loop"])
         for lib, a in maml.get("anchors", {}).items():
             if not a.get("tasks_per_s"):
                 rows.append([name, lib, "-", "-", "-", "-", str(a.get("error", "?"))[:60]])
@@ -190,7 +154,7 @@ def run(quick: bool, console: Console) -> dict[str, Any]:
     }
     result = {"threads": 1, "anchors_dir": anchors.anchors_dir(), "anchors_install": anchors.INSTALL_NOTE,
               "workloads": workloads,
-              "note": "distmeta's meta_gradient also computes adaptation metrics (extra forward passes per "
-                      "task); the anchors compute the gradient only; loop_metrics_share is the metrics' share"}
+              "note": "distmeta's meta_gradient also computes adaptation metrics (two graph-free forward "
+                      "passes per task); the anchors compute the gradient only"}
     print_results(console, result)
     return result
