@@ -25,7 +25,7 @@ from distmeta.tracking.plots import adaptation_curve, training_curves
 from distmeta.tracking.retry import RetryPolicy, TrackingError
 from distmeta.tracking.spill import METRICS_FILE, PARAMS_FILE, MetricRecord, Spill
 from distmeta.tracking.system import system_metrics_available
-from distmeta.tracking.tags import git_commit, run_tags
+from distmeta.tracking.tags import git_commit, git_dirty, run_tags
 
 __all__ = [
     "MAX_ENTITIES_PER_BATCH",
@@ -48,6 +48,7 @@ __all__ = [
     "check_status",
     "flatten_params",
     "git_commit",
+    "git_dirty",
     "resolve_tracking_uri",
     "run_tags",
     "system_metrics_available",

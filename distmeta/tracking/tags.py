@@ -24,20 +24,29 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def git_commit(repo_dir: str | os.PathLike[str] | None = None) -> str | None:
-    """``git rev-parse HEAD`` in ``repo_dir`` (default: the distmeta source tree), or ``None``
+def _git(args: list[str], repo_dir: str | os.PathLike[str] | None) -> str | None:
+    """``git ARGS`` in ``repo_dir`` (default: the distmeta source tree): its stdout, or ``None``
     when git is missing, the directory is not a work tree, or git does not answer in 5 s."""
     cwd = Path(repo_dir) if repo_dir is not None else _PACKAGE_DIR
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-            timeout=5, check=False,
-        )
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError) as exc:
-        logger.debug("no git commit for %s: %s", cwd, exc)
+        logger.debug("git %s failed in %s: %s", " ".join(args), cwd, exc)
         return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit(repo_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """``git rev-parse HEAD`` in ``repo_dir``, or ``None`` (see :func:`_git`)."""
+    commit = (_git(["rev-parse", "HEAD"], repo_dir) or "").strip()
+    return commit or None
+
+
+def git_dirty(repo_dir: str | os.PathLike[str] | None = None) -> bool | None:
+    """Whether tracked files differ from the commit (the run's code is not exactly
+    :func:`git_commit`), or ``None`` outside a work tree."""
+    status = _git(["status", "--porcelain", "--untracked-files=no"], repo_dir)
+    return None if status is None else bool(status.strip())
 
 
 def run_tags(
@@ -50,7 +59,8 @@ def run_tags(
     """Tags for a training run: versions, git commit, cluster shape and run directory.
 
     Keys: ``distmeta.version``, ``ray.version``, ``mlflow.source.git.commit`` (MLflow shows it
-    in the UI) and ``distmeta.git_commit``, ``distmeta.nodes``, ``distmeta.workers``,
+    in the UI) and ``distmeta.git_commit``, ``distmeta.git_dirty`` (uncommitted changes to
+    tracked files), ``distmeta.nodes``, ``distmeta.workers``,
     ``distmeta.run_dir``; entries that are unknown are left out. ``extra`` is added last.
     """
     tags: dict[str, str] = {}
@@ -62,6 +72,7 @@ def run_tags(
     if commit is not None:
         tags["mlflow.source.git.commit"] = commit
         tags["distmeta.git_commit"] = commit
+        tags["distmeta.git_dirty"] = str(git_dirty(repo_dir)).lower()
     if nodes is not None:
         tags["distmeta.nodes"] = str(nodes)
     if workers is not None:

@@ -20,6 +20,7 @@ from distmeta.tracking import (
     TrackingError,
     adaptation_curve,
     git_commit,
+    git_dirty,
     retry,
     run_tags,
     training_curves,
@@ -157,6 +158,24 @@ def test_run_tags_in_and_out_of_a_git_repo(tmp_path: Path) -> None:
         assert tags["mlflow.source.git.commit"] == head.stdout.strip()
     assert git_commit(tmp_path) is None
     assert "distmeta.git_commit" not in run_tags(repo_dir=tmp_path)
+
+
+def test_run_tags_say_whether_the_code_differs_from_its_commit(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    assert git_dirty(tmp_path) is None
+    git("init", "-q")
+    (tmp_path / "train.py").write_text("lr = 0.1\n")
+    git("add", "train.py")
+    git("commit", "-qm", "first")
+    assert run_tags(repo_dir=tmp_path)["distmeta.git_dirty"] == "false"
+    (tmp_path / "notes.txt").write_text("untracked files do not count\n")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "train.py").write_text("lr = 0.2\n")
+    tags = run_tags(repo_dir=tmp_path)
+    assert tags["distmeta.git_dirty"] == "true" and tags["distmeta.git_commit"] == git_commit(tmp_path)
 
 
 def test_plots_write_pngs(tmp_path: Path) -> None:
