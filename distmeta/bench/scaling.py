@@ -184,7 +184,9 @@ def print_results(console: Console, result: dict[str, Any]) -> None:
             rows.append([where, n, r["tasks_per_s"], fmt_ratio(r["speedup_vs_local_1"]), f"{r['step_s']:.3f}",
                          f"{100 * r['compute_share']:.1f}%", f"{100 * r['server_share']:.2f}%",
                          f"{100 * r['other_share']:.1f}%"])
-    print_table(console, "scaling: real runtime, Conv4 MAML 5w1s (query 5), meta-batch 12, 12 logical shards",
+    plan = result["plan"]
+    print_table(console, f"scaling: real runtime, Conv4 MAML 5w1s (query {plan['query']}), "
+                f"meta-batch {plan['meta_batch']}, {plan['shards']} logical shards",
                 ["where", "workers", "tasks/s", "vs local 1", "step s", "compute", "server", "other"], rows,
                 caption=f"{PHYSICAL_CORES_NOTE}; 1-min load average at the end: {result['load_average']}")
     m = result["cost_model"]
