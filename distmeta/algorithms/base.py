@@ -10,14 +10,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from distmeta.algorithms.functional import (
-    Adapt,
-    adapted_names,
-    loss_and_acc,
-    run_per_task,
-    sgd_steps,
-    split,
-)
+from distmeta.algorithms.chunk import Chunk, inner_sgd, slices
+from distmeta.algorithms.functional import Adapt, adapted_names, run_per_task
 from distmeta.types import EpisodeBatch, LossKind, MetaGradient, Params
 
 
@@ -113,10 +107,10 @@ class AdaptingRule:
         raise NotImplementedError
 
     # -- the inner loop --------------------------------------------------------------------
-    def inner_objective(self, model: nn.Module, kind: LossKind, theta: Params, frozen: Params,
-                        x: Tensor, y: Tensor) -> Callable[[Params], Tensor]:
-        """The loss the inner loop descends (plain support loss; iMAML adds a proximal term)."""
-        return lambda fast: loss_and_acc(model, kind, {**frozen, **fast}, x, y)[0]
+    def inner_objective(self, c: Chunk) -> Callable[[Params], Tensor] | None:
+        """The per-task losses the inner loop descends on chunk ``c``; ``None`` is the plain
+        support loss (iMAML adds a proximal term)."""
+        return None
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch,
@@ -125,22 +119,22 @@ class AdaptingRule:
         steps = self.inner_steps if steps is None else steps
         if steps < 0:
             raise ValueError(f"evaluation steps={steps}: must be >= 0")
-        params = {k: v.detach() for k, v in params.items()}
         names = adapted_names(params, self.adapt)
-        kind: LossKind = batch.loss  # type: ignore[assignment]
-
-        def curve(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
-            theta, frozen = split(params, names)
-            objective = self.inner_objective(model, kind, theta, frozen, xs, ys)
-            losses, accs, fast = [], [], theta
+        total: dict[str, Tensor] | None = None
+        for part in slices(batch, self.vectorize, self.chunk_size):
+            c = Chunk.make(model, params, names, part, self.vectorize)
+            objective, fast, losses, accs = self.inner_objective(c), c.start, [], []
             for s in range(steps + 1):
-                loss, acc = loss_and_acc(model, kind, {**frozen, **fast}, xq, yq)
+                with torch.no_grad():
+                    loss, acc = c.query(fast)
                 losses.append(loss)
                 accs.append(acc)
                 if s < steps:
-                    fast, _ = sgd_steps(objective, fast, 1, self.inner_lr)
-            loss_t, acc_t = torch.stack(losses), torch.stack(accs)
-            return {"loss": loss_t, "acc": acc_t, "loss_sq": loss_t ** 2, "acc_sq": acc_t ** 2}, {}
-
-        out, _ = run_per_task(curve, batch, self.vectorize, self.chunk_size)
-        return evaluation_from_sums(out, batch.n_tasks)
+                    fast, _ = inner_sgd(c, 1, self.inner_lr, False, objective, start=fast)
+            loss_t, acc_t = torch.stack(losses, 1), torch.stack(accs, 1)  # [T, steps + 1]
+            sums = {"loss": loss_t.sum(0), "acc": acc_t.sum(0), "loss_sq": (loss_t ** 2).sum(0),
+                    "acc_sq": (acc_t ** 2).sum(0)}
+            total = sums if total is None else {k: total[k] + sums[k] for k in sums}
+        if total is None:
+            raise ValueError("EpisodeBatch holds no tasks")
+        return evaluation_from_sums(total, batch.n_tasks)

@@ -1,6 +1,6 @@
-"""Per-task maths in torch.func style (params as dicts, no module clones): evaluation
-curves, ERM and R2-D2. The rules with an inner loop compute their meta-gradients in
-:mod:`distmeta.algorithms.engine`.
+"""Per-task maths in torch.func style (params as dicts, no module clones), for ERM and
+R2-D2. The rules with an inner loop, and every rule's evaluation curve, run on
+:mod:`distmeta.algorithms.chunk`.
 
 Every function here works on ONE task (unbatched tensors) so that it composes with
 ``torch.func.vmap`` over the task dimension; :func:`run_per_task` runs it either vectorised
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, vmap
 
 from distmeta.losses import task_loss
 from distmeta.models.base import HEAD_PREFIX
@@ -56,21 +56,6 @@ def split(params: Mapping[str, Tensor], names: Sequence[str]) -> tuple[Params, P
     chosen = set(names)
     return ({k: v for k, v in params.items() if k in chosen},
             {k: v for k, v in params.items() if k not in chosen})
-
-
-def sgd_steps(loss_fn: Callable[[Params], Tensor], start: Params, steps: int,
-              lr: float) -> tuple[Params, Tensor]:
-    """``steps`` of gradient descent on ``loss_fn`` from ``start``; also the loss at ``start``.
-
-    Differentiable when called under an outer ``torch.func.grad`` (MAML), graph-free otherwise.
-    """
-    fast = start
-    first: Tensor | None = None
-    for _ in range(steps):
-        g, value = grad_and_value(loss_fn)(fast)
-        first = value if first is None else first
-        fast = {k: fast[k] - lr * g[k] for k in fast}
-    return fast, (loss_fn(start) if first is None else first)
 
 
 TaskFn = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[dict[str, Tensor], dict[str, Tensor]]]

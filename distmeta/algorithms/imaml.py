@@ -18,21 +18,20 @@ the CG solution. This is exact, not a first-order approximation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
 
 from distmeta.algorithms.base import check_positive
-from distmeta.algorithms.engine import (
-    BatchedRule,
+from distmeta.algorithms.chunk import (
     Chunk,
-    Sums,
     adaptation_metrics,
     conjugate_gradient,
     gradients,
     inner_sgd,
 )
-from distmeta.algorithms.functional import loss_and_acc
+from distmeta.algorithms.engine import BatchedRule, Sums
 from distmeta.types import Params
 
 
@@ -52,24 +51,18 @@ class IMAML(BatchedRule):
         if self.damping < 0:
             raise ValueError(f"algorithm(IMAML).damping={self.damping!r}: must be >= 0")
 
-    def inner_objective(self, model, kind, theta, frozen, x, y):
-        """One task's proximal inner objective (used by :meth:`evaluate`)."""
-        lam = self.lam
-
-        def objective(fast: Params) -> Tensor:
-            prox = sum(((fast[k] - theta[k]) ** 2).sum() for k in fast)
-            return loss_and_acc(model, kind, {**frozen, **fast}, x, y)[0] + 0.5 * lam * prox
-        return objective
-
-    def chunk_gradient(self, c: Chunk) -> Sums:
-        lam, damping = self.lam, self.damping
+    def inner_objective(self, c: Chunk) -> Callable[[Params], Tensor]:
+        """Support loss + lam/2 ||phi - theta||^2 per task (Eq. 4)."""
         anchor = {k: v.detach() for k, v in c.start.items()}
 
         def proximal(fast: Params) -> Tensor:
             moved = {k: fast[k] - anchor[k] for k in fast}
-            return c.support(fast) + 0.5 * lam * c.task_dot(moved, moved)
+            return c.support(fast) + 0.5 * self.lam * c.task_dot(moved, moved)
+        return proximal
 
-        fast, first = inner_sgd(c, self.inner_steps, self.inner_lr, False, proximal)
+    def chunk_gradient(self, c: Chunk) -> Sums:
+        lam, damping = self.lam, self.damping
+        fast, first = inner_sgd(c, self.inner_steps, self.inner_lr, False, self.inner_objective(c))
         q_loss, q_acc = c.query(fast)
         g = gradients(q_loss.sum(), {**fast, **c.frozen})
         support_grad = gradients(c.support(fast).sum(), fast, create_graph=True)
