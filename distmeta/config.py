@@ -11,40 +11,61 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from distmeta.algorithms import ALGORITHMS
+from distmeta.errors import ConfigError
 from distmeta.models import MODELS
 
+__all__ = ["ConfigError", "RunConfig", "load_config", "validate", "apply_overrides", "parse_yaml"]
 
-class ConfigError(ValueError):
-    """A config problem; the message names the key path or the file."""
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's numbers: PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a
+    string; here it is the float it looks like, in files and overrides alike."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
+     [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$""", re.X), list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text the way every config, override and run directory is read."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _check_kwargs(section: str, target: Any, kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
-    """Validate ``kwargs`` against ``target``'s signature and type hints; errors name ``section.key``."""
+def _check_kwargs(section: str, target: Any, kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Validate ``kwargs`` against ``target``'s signature and type hints; errors name ``section.key``.
+    Returns the values as their types make them (``"1e-3"`` -> ``0.001`` for a float)."""
     params = {n: p for n, p in inspect.signature(target).parameters.items() if n not in skip}
     for key in kwargs:
         if key not in params:
             raise ValueError(f"{section}.{key}: unknown key; valid keys: {sorted(params)}")
     hints = inspect.get_annotations(target, eval_str=True) if inspect.isfunction(target) else {
         n: f.type for n, f in target.__dataclass_fields__.items()}
+    out = dict(kwargs)
     for key, value in kwargs.items():
         hint = hints.get(key)
         if hint is None or isinstance(hint, str):
             continue
         try:
-            TypeAdapter(hint).validate_python(value, strict=False)
+            coerced = TypeAdapter(hint).validate_python(value, strict=False)
         except ValidationError as exc:
             raise ValueError(f"{section}.{key}={value!r}: {exc.errors()[0]['msg']}") from None
+        if isinstance(coerced, (int, float)) and not isinstance(coerced, bool) and isinstance(value, str):
+            out[key] = coerced
+    return out
 
 
 class OpenSection(Section):
@@ -56,6 +77,10 @@ class OpenSection(Section):
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    def _check_and_coerce(self, target: Any, skip: tuple[str, ...] = ()) -> None:
+        """Validate the class's arguments and keep their typed values (numbers as numbers)."""
+        self.model_extra.update(_check_kwargs(self._section, target, self.kwargs, skip))  # type: ignore[union-attr]
+
     def _record_resolved(self, obj: Any, names: list[str]) -> None:
         """Write every argument's resolved value back, so the saved config is complete."""
         values = {n: getattr(obj, n) for n in names}
@@ -63,9 +88,13 @@ class OpenSection(Section):
                                  for n, v in values.items()})
 
 
+OMNIGLOT_KEYS = frozenset({"way", "shot", "query", "root", "rotations", "image_size"})
+
+
 class TaskConfig(OpenSection):
     """``family``: sinusoid | linear_rep | omniglot; the rest are the family's own keys."""
 
+    _section: ClassVar[str] = "task"
     family: Literal["sinusoid", "linear_rep", "omniglot"] = "sinusoid"
 
     @model_validator(mode="after")
@@ -74,25 +103,25 @@ class TaskConfig(OpenSection):
 
         if self.family in ("sinusoid", "linear_rep"):
             cls = Sinusoid if self.family == "sinusoid" else LinearRepresentation
-            _check_kwargs("task", cls, self.kwargs)
+            self._check_and_coerce(cls)
             self._record_resolved(cls(**self.kwargs),
                                   [f for f, spec in cls.__dataclass_fields__.items() if spec.init])
         else:
-            allowed = {"way", "shot", "query", "root", "rotations", "image_size"}
             for key in self.kwargs:
-                if key not in allowed:
-                    raise ValueError(f"task.{key}: unknown key for omniglot; valid keys: {sorted(allowed)}")
+                if key not in OMNIGLOT_KEYS:
+                    raise ValueError(f"task.{key}: unknown key for omniglot; valid keys: {sorted(OMNIGLOT_KEYS)}")
         return self
 
 
 class ModelConfig(OpenSection):
+    _section: ClassVar[str] = "model"
     name: str = "mlp"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.name not in MODELS:
             raise ValueError(f"model.name={self.name!r}: expected one of {sorted(MODELS)}")
-        _check_kwargs("model", MODELS[self.name], self.kwargs)
+        self._check_and_coerce(MODELS[self.name])
         return self
 
     def build(self):
@@ -100,6 +129,7 @@ class ModelConfig(OpenSection):
 
 
 class AlgorithmConfig(OpenSection):
+    _section: ClassVar[str] = "algorithm"
     name: str = "maml"
 
     @model_validator(mode="after")
@@ -107,7 +137,7 @@ class AlgorithmConfig(OpenSection):
         if self.name not in ALGORITHMS:
             raise ValueError(f"algorithm.name={self.name!r}: expected one of {sorted(ALGORITHMS)}")
         cls = ALGORITHMS[self.name]
-        _check_kwargs("algorithm", cls, self.kwargs, skip=("min_inner_steps",))
+        self._check_and_coerce(cls, skip=("min_inner_steps",))
         try:
             rule = cls(**self.kwargs)
         except (TypeError, ValueError) as exc:
@@ -138,7 +168,9 @@ class RuntimeConfig(Section):
     """How the meta-batch is cut and placed: ``meta_batch`` tasks per step in
     ``logical_shards`` fixed shards, computed by ``workers`` Ray actors. ``time_limit_s``
     bounds the wall time of the step loop (a job's allocation, a CPU budget): training stops
-    after the step that crosses it, checkpoints, evaluates, and ``--resume`` continues."""
+    after the step that crosses it, checkpoints, evaluates, and ``--resume`` continues.
+    ``server_timeout_s`` bounds every wait on the parameter server; ``stop_grace_s`` is how
+    long a SIGTERM/SIGINT lets the step in flight finish before it is abandoned."""
 
     meta_batch: int = Field(25, ge=1)
     logical_shards: int = Field(5, ge=1)
@@ -149,8 +181,10 @@ class RuntimeConfig(Section):
     placement: Literal["spread", "pack"] = "spread"
     on_worker_loss: Literal["reassign", "wait"] = "reassign"
     step_timeout_s: float = Field(300.0, gt=0)
+    server_timeout_s: float = Field(300.0, gt=0)
     max_step_retries: int = Field(5, ge=0)
     time_limit_s: float | None = Field(None, gt=0)
+    stop_grace_s: float = Field(20.0, gt=0)
     dtype: Literal["float32", "float64"] = "float32"
 
     @model_validator(mode="after")
@@ -257,7 +291,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw else None
+        value = parse_yaml(raw) if raw else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
     return key.split("."), value
@@ -282,7 +316,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = parse_yaml(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -294,3 +328,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load ``path`` (or the defaults), apply ``key=value`` overrides, validate."""
     data = read_yaml(path) if path is not None else {}
     return validate(apply_overrides(data, overrides or []))
+
+
+def flat_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"outer": {"lr": 0.1}}`` -> ``{"outer.lr": 0.1}``: every key path of a config."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= flat_keys(value, path + ".")
+        else:
+            out[path] = value
+    return out
+
+
+def differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The key paths whose values differ between two configs (present in one only counts)."""
+    fa, fb = flat_keys(a), flat_keys(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k, ...) != fb.get(k, ...))

@@ -69,9 +69,8 @@ def evaluate_run(target: str, split: str | None = None, steps: int | None = None
                  episodes: int | None = None, log_to_tracker: bool = True) -> EvalReport:
     """``distmeta eval RUN_DIR|CHECKPOINT``: evaluate the newest (or the given) checkpoint and
     log the result to the run's MLflow run."""
-    import yaml
 
-    from distmeta.config import validate
+    from distmeta.config import parse_yaml, validate
     from distmeta.runtime.checkpoint import FOLDER, load_checkpoint
     from distmeta.runtime.storage import RunDir
 
@@ -80,7 +79,7 @@ def evaluate_run(target: str, split: str | None = None, steps: int | None = None
     rd = RunDir(location)
     if not rd.exists("config.yaml"):
         raise FileNotFoundError(f"{location}: no config.yaml; expected a distmeta run directory or one of its checkpoints")
-    cfg = validate(yaml.safe_load(rd.read_text("config.yaml")))
+    cfg = validate(parse_yaml(rd.read_text("config.yaml")))
     step = int(target.rsplit("step-", 1)[1].split(".")[0]) if is_file else None
     state = load_checkpoint(rd, step)
     if state is None:

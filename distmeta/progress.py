@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -17,38 +18,67 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console()
+progress_log = logging.getLogger("distmeta.progress")
+
+
+def progress_line(step: int, total: int, m: dict[str, float], elapsed_s: float, first_step: int) -> str:
+    """One plain line: step, tasks/s, query loss and accuracy before -> after, retries, ETA."""
+    nan = float("nan")
+    line = (f"step {step}/{total} ({100 * step / max(total, 1):.0f}%)  tasks/s {m.get('tasks_per_s', nan):.1f}  "
+            f"query loss {m.get('query_loss_before', nan):.4f} -> {m.get('query_loss', nan):.4f}")
+    if "query_acc" in m:
+        line += f"  acc {m.get('query_acc_before', nan):.3f} -> {m['query_acc']:.3f}"
+    line += f"  retries {int(m.get('retries', 0))}"
+    done = step - first_step
+    if done > 0 and step < total:
+        eta = elapsed_s / done * (total - step)
+        line += f"  ETA {int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}"
+    return line
 
 
 class TrainingProgress:
-    """step, tasks/s, query loss/accuracy, ETA."""
+    """step, tasks/s, query loss/accuracy, ETA: a live rich bar on a terminal; otherwise (a log
+    file, ``ray job logs``, a SLURM ``.out``, ``kubectl logs``) one plain line every
+    ``every_s`` seconds and at the last step, on the ``distmeta.progress`` logger, which the
+    CLI sends to stdout and to the run's ``train.log``."""
 
-    def __init__(self) -> None:
+    def __init__(self, every_s: float = 30.0, live: bool | None = None) -> None:
+        self.every_s = every_s
+        self.live = console.is_terminal if live is None else live
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), console=console, transient=False)
+                                 TimeRemainingColumn(), console=console, transient=False) if self.live else None
         self.task: Any = None
-        self.t0 = time.perf_counter()
+        self.t0 = self.last = time.perf_counter()
+        self.total, self.first = 0, 0
 
     def __enter__(self) -> TrainingProgress:
-        self.progress.__enter__()
+        if self.progress is not None:
+            self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
 
     def start(self, run_dir: str, cfg: Any, first_step: int) -> None:
-        console.print(f"run dir: [bold]{run_dir}[/]  ({cfg.algorithm.name} on {cfg.task.family}, "
-                      f"{cfg.runtime.workers} workers, {cfg.runtime.logical_shards} logical shards, "
-                      f"meta-batch {cfg.runtime.meta_batch})")
-        self.task = self.progress.add_task("train", total=cfg.outer.steps, completed=first_step, info="starting")
+        self.total, self.first, self.t0 = cfg.outer.steps, first_step, time.perf_counter()
+        self.last = self.t0
+        text = (f"run dir: {run_dir}  ({cfg.algorithm.name} on {cfg.task.family}, {cfg.runtime.workers} workers, "
+                f"{cfg.runtime.logical_shards} logical shards, meta-batch {cfg.runtime.meta_batch}, "
+                f"from step {first_step})")
+        progress_log.info(text)
+        if self.progress is not None:
+            self.task = self.progress.add_task("train", total=cfg.outer.steps, completed=first_step, info="starting")
 
     def step(self, step: int, m: dict[str, float]) -> None:
-        info = f"tasks/s {m['tasks_per_s']:7.1f}  query loss {m.get('query_loss_before', float('nan')):.3f} -> {m['query_loss']:.3f}"
-        if "query_acc" in m:
-            info += f"  acc {m.get('query_acc_before', float('nan')):.3f} -> {m['query_acc']:.3f}"
-        if m.get("retries"):
-            info += f"  retries {int(m['retries'])}"
-        self.progress.update(self.task, completed=step, info=info)
+        now = time.perf_counter()
+        line = progress_line(step, self.total, m, now - self.t0, self.first)
+        if now - self.last >= self.every_s or step >= self.total:
+            self.last = now
+            progress_log.info(line)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, info=line.split("  ", 2)[2])
 
 
 def _eval_table(report: Any, title: str) -> Table:

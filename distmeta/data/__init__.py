@@ -12,20 +12,31 @@ explicitly assigned logical shards) and :class:`EpisodeReader` / :func:`iter_epi
 (evaluation: every episode once). Bad files raise :class:`ShardError` or are skipped.
 """
 
-from distmeta.data.episode import EpisodeRecord
-from distmeta.data.errors import ManifestError, ShardError
-from distmeta.data.image_folder import pack_image_folder
-from distmeta.data.manifest import MANIFEST_NAME, Manifest, ShardRow, SourceIdentity, SplitInfo
-from distmeta.data.omniglot import (
-    OmniglotSplits,
-    omniglot_classes,
-    pack_omniglot,
-    split_characters,
-)
-from distmeta.data.procedural import pack_procedural
-from distmeta.data.reader import EpisodeReader, ShardEpisodeSource, iter_episodes
-from distmeta.data.store import ReadStats, ShardStore
-from distmeta.data.writer import ShardLayout, SplitSpec, publish, write_split
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "EpisodeRecord": "episode", "ManifestError": "errors", "ShardError": "errors",
+    "pack_image_folder": "image_folder", "MANIFEST_NAME": "manifest", "Manifest": "manifest",
+    "ShardRow": "manifest", "SourceIdentity": "manifest", "SplitInfo": "manifest",
+    "OmniglotSplits": "omniglot", "omniglot_classes": "omniglot", "pack_omniglot": "omniglot",
+    "split_characters": "omniglot", "pack_procedural": "procedural", "EpisodeReader": "reader",
+    "ShardEpisodeSource": "reader", "iter_episodes": "reader", "ReadStats": "store",
+    "ShardStore": "store", "ShardLayout": "writer", "SplitSpec": "writer", "publish": "writer",
+    "write_split": "writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Names are imported on first use, so ``distmeta.data.cli``'s parser costs no torch."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'distmeta.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"distmeta.data.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MANIFEST_NAME",

@@ -43,8 +43,7 @@ def add_data_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None
 
 
 def _family(args: argparse.Namespace):
-    import yaml
-
+    from distmeta.config import parse_yaml
     from distmeta.tasks import LinearRepresentation, Sinusoid
 
     params: dict[str, Any] = {}
@@ -52,7 +51,7 @@ def _family(args: argparse.Namespace):
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"--param {item!r}: expected KEY=VALUE")
-        params[key] = yaml.safe_load(raw)
+        params[key] = parse_yaml(raw)
     cls = Sinusoid if args.source == "sinusoid" else LinearRepresentation
     try:
         return cls(**params)

@@ -35,24 +35,33 @@ def loopback_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def _ray_log_level() -> int:
+    """Ray's own driver-side log level: what the CLI set for the ``ray`` logger (WARNING unless
+    ``-v``), so Ray's INFO chatter stays out of the run's log by default."""
+    return logging.getLogger("ray").getEffectiveLevel()
+
+
 def connect(address: str | None = None, num_cpus: float | None = None, num_gpus: float | None = None,
             object_store_mb: int = 512, dashboard: bool = True) -> RaySession:
     """Join the cluster at ``address`` (or ``$RAY_ADDRESS``); otherwise start a local one."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
         loopback_env()
+    level = _ray_log_level()
     import ray
+
+    logging.getLogger("ray").setLevel(level)  # importing Ray resets its logger to INFO
 
     if ray.is_initialized():
         ctx = ray.get_runtime_context()
         return RaySession(False, ctx.gcs_address, None)
     if address is not None:
-        info = ray.init(address=address, log_to_driver=True)
+        info = ray.init(address=address, log_to_driver=True, logging_level=level)
         log.info("joined Ray cluster at %s", address)
         return RaySession(False, address, getattr(info, "dashboard_url", None))
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
     info = ray.init(num_cpus=int(-(-cpus // 1)), num_gpus=num_gpus, include_dashboard=dashboard,
                     dashboard_host=LOOPBACK, object_store_memory=object_store_mb * 2**20,
-                    log_to_driver=True)
+                    log_to_driver=True, logging_level=level)
     log.info("started a local Ray instance (%s CPUs) on %s", cpus, LOOPBACK)
     return RaySession(True, ray.get_runtime_context().gcs_address, getattr(info, "dashboard_url", None))

@@ -96,7 +96,7 @@ class StepRunner:
         for i, ref in pings.items():
             if ref in ready:
                 try:
-                    ray.get(ref)
+                    ray.get(ref, timeout=PING_TIMEOUT_S)
                     self.pool.down.discard(i)
                 except Exception as exc:  # still dead or restarting
                     log.debug("worker %d not back yet: %s", i, exc)
@@ -145,7 +145,7 @@ class StepRunner:
             self.pool.down.add(worker)
             return None
         try:
-            return ray.get(ref)
+            return ray.get(ref, timeout=self.cfg.runtime.step_timeout_s)  # ready: a fetch at most
         except Exception as exc:
             if _is_stale(exc):
                 raise StaleStepError(str(exc)) from None
@@ -170,11 +170,28 @@ class StepRunner:
                 raise StepFailed(f"no worker came back within runtime.step_timeout_s={self.cfg.runtime.step_timeout_s}")
 
 
-def apply_step(server: Any, step: int, grads_refs: list[Any], counters: Counters) -> dict[str, float] | None:
-    """Send the step to the server; ``None`` when the server restarted (the caller re-syncs)."""
+class ServerTimeout(StepFailed):
+    """The parameter server did not answer within ``runtime.server_timeout_s``."""
+
+
+def server_get(ref: Any, cfg: RunConfig, what: str) -> Any:
+    """``ray.get`` of a server call, bounded by ``runtime.server_timeout_s``."""
     ray = _ray()
+    timeout = cfg.runtime.server_timeout_s
     try:
-        return ray.get(server.apply.remote(step, *grads_refs))
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise ServerTimeout(f"the parameter server did not answer {what} within runtime.server_timeout_s={timeout:g} s; "
+                            "see its log (ray logs, or the dashboard) and raise the key for a slow store") from None
+
+
+def apply_step(server: Any, step: int, grads_refs: list[Any], counters: Counters,
+               cfg: RunConfig) -> dict[str, float] | None:
+    """Send the step to the server; ``None`` when the server restarted (the caller re-syncs)."""
+    try:
+        return server_get(server.apply.remote(step, *grads_refs), cfg, f"apply(step={step})")
+    except ServerTimeout:
+        raise
     except Exception as exc:
         if _is_stale(exc) or _is_actor_failure(exc):
             counters.server_restarts += 1
@@ -183,8 +200,8 @@ def apply_step(server: Any, step: int, grads_refs: list[Any], counters: Counters
         raise
 
 
-def final_params(server: Any) -> tuple[int, Params]:
-    return _ray().get(server.get.remote())
+def final_params(server: Any, cfg: RunConfig) -> tuple[int, Params]:
+    return server_get(server.get.remote(), cfg, "get()")
 
 
 def make_actors(cfg: RunConfig, run_dir: str) -> tuple[Any, Pool]:

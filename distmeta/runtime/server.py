@@ -19,7 +19,7 @@ import torch
 
 from distmeta.config import RunConfig, validate
 from distmeta.models.base import HEAD_PREFIX
-from distmeta.runtime.checkpoint import load_checkpoint, save_checkpoint
+from distmeta.runtime.checkpoint import CheckpointWriter, load_checkpoint
 from distmeta.runtime.storage import RunDir
 from distmeta.types import Params
 
@@ -90,6 +90,7 @@ class ParameterServer:
         self.params = {k: v.requires_grad_(True) for k, v in initial_params(self.cfg).items()}
         self.optimizer = self._make_optimizer()
         self.step, self.skipped = 0, 0
+        self.writer = CheckpointWriter(self.run_dir, self.cfg.checkpoint.keep)
         state = load_checkpoint(self.run_dir)
         if state is not None:
             self._restore(state)
@@ -135,7 +136,7 @@ class ParameterServer:
             log.warning("step %d: non-finite meta-gradient (norm %s); update skipped", step, norm)
         self.step += 1
         if self.step % self.cfg.checkpoint.every == 0:
-            self.checkpoint()
+            self.writer.submit(self.state())  # written behind the next steps
         stats |= {"skipped_steps": float(self.skipped), "server_s": time.perf_counter() - start}
         return stats
 
@@ -158,7 +159,8 @@ class ParameterServer:
                 "optimizer": self.optimizer.state_dict()}
 
     def checkpoint(self) -> str:
-        return save_checkpoint(self.run_dir, self.state(), self.cfg.checkpoint.keep)
+        """Write a checkpoint of the current step and wait until it is complete."""
+        return self.writer.save(self.state())
 
     def _restore(self, state: dict[str, Any]) -> None:
         missing = set(self.params) ^ set(state["params"])

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-import yaml
-
-from distmeta.config import RunConfig, apply_overrides, validate
+from distmeta.config import RunConfig
 from distmeta.runtime.cluster import connect
 from distmeta.runtime.driver import (
     Counters,
@@ -20,14 +18,16 @@ from distmeta.runtime.driver import (
     final_params,
     make_actors,
     release,
+    server_get,
 )
 from distmeta.runtime.report import Reporter
+from distmeta.runtime.resume import open_run
 from distmeta.runtime.server import StaleStepError
+from distmeta.runtime.stop import StepAbandoned, StopRequest
 from distmeta.runtime.storage import RunDir
 from distmeta.types import Params
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = "config.yaml"
 
 
 @dataclass
@@ -56,28 +56,12 @@ class TrainResult:
     run_id: str | None = None
     tracking_uri: str | None = None
     stopped_by_time_limit: bool = False
+    stopped_by_signal: int | None = None
 
-
-def open_run(cfg: RunConfig | None, run_dir: str | None, resume: str | None,
-             overrides: list[str] | None = None) -> tuple[RunConfig, RunDir]:
-    """A new run directory holding the resolved config, or the one being resumed."""
-    if resume:
-        rd = RunDir(resume)
-        if not rd.exists(CONFIG_FILE):
-            raise FileNotFoundError(f"--resume {resume}: no {CONFIG_FILE} there; is it a distmeta run directory?")
-        data = yaml.safe_load(rd.read_text(CONFIG_FILE))
-        cfg = validate(apply_overrides(data, overrides or []))
-        return cfg, rd
-    if cfg is None:
-        raise ValueError("train: give a config, or resume= a run directory")
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    rd = RunDir(run_dir or cfg.run_dir or f"runs/{cfg.name}-{stamp}")
-    if rd.exists(CONFIG_FILE):
-        raise FileExistsError(f"run_dir {rd.location} already holds a run; use --resume {rd.location}")
-    cfg = validate({**cfg.to_dict(), "run_dir": rd.location})
-    rd.makedirs()
-    rd.write_text(CONFIG_FILE, cfg.to_yaml())
-    return cfg, rd
+    @property
+    def exit_code(self) -> int:
+        """0 when the run ended as asked; 128 + the signal's number when a signal stopped it."""
+        return 128 + self.stopped_by_signal if self.stopped_by_signal else 0
 
 
 def mean_metrics(per_shard: dict[int, dict[str, float]], n_tasks: int) -> dict[str, float]:
@@ -123,7 +107,9 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
           overrides: list[str] | None = None, address: str | None = None, until_step: int | None = None,
           callbacks: Callbacks | None = None, evaluate_at_end: bool = True) -> TrainResult:
     """Run (or resume) meta-training to ``outer.steps`` (or stop after ``until_step``), then
-    evaluate on held-out tasks; everything is recorded by the tracker."""
+    evaluate on held-out tasks; everything is recorded by the tracker. ``resume`` is a run
+    directory or ``"auto"`` (see :mod:`distmeta.runtime.resume`). SIGTERM/SIGINT stop the run
+    cleanly (:mod:`distmeta.runtime.stop`): ``result.stopped_by_signal`` says so."""
     start = time.perf_counter()
     cfg, rd = open_run(cfg, run_dir, resume, overrides)
     check_data(cfg)
@@ -131,77 +117,95 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
     rt = cfg.runtime
     session = connect(address, num_cpus=rt.workers * rt.cpus_per_worker,
                       num_gpus=rt.workers * rt.gpus_per_worker or None)
-    reporter = Reporter(cfg, rd)
-    server, pool = make_actors(cfg, rd.location)
     result: TrainResult | None = None
     status = "FAILED"
-    try:
-        import ray
+    with StopRequest(rt.stop_grace_s) as stop:
+        reporter = Reporter(cfg, rd)
+        server, pool = make_actors(cfg, rd.location)
+        try:
+            import ray
 
-        reporter.start(nodes=len([n for n in ray.nodes() if n.get("Alive")]))
-        result = _loop(cfg, rd, server, pool, Counters(), cb, until_step, reporter, start)
-        result.run_id, result.tracking_uri = reporter.run_id, reporter.tracking_uri
-        if evaluate_at_end and (result.step >= cfg.outer.steps or result.stopped_by_time_limit):
-            from distmeta.evaluation import evaluate
+            reporter.start(nodes=len([n for n in ray.nodes() if n.get("Alive")]))
+            result = _loop(cfg, rd, server, pool, Counters(), cb, until_step, reporter, start, stop)
+            result.run_id, result.tracking_uri = reporter.run_id, reporter.tracking_uri
+            if stop.requested:
+                status = "KILLED"
+                return result
+            if evaluate_at_end and (result.step >= cfg.outer.steps or result.stopped_by_time_limit):
+                from distmeta.evaluation import evaluate
 
-            result.evaluation = evaluate(cfg, result.params)
-        status = "FINISHED"
-        return result
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        release(server, pool)
-        done = result if status == "FINISHED" else None
-        reporter.finish(done.step if done else None, done.evaluation if done else None, status)
-        session.shutdown()
+                result.evaluation = evaluate(cfg, result.params)
+            status = "FINISHED"
+            return result
+        except (KeyboardInterrupt, StepAbandoned):
+            status = "KILLED"
+            raise
+        finally:
+            release(server, pool)
+            done = result if status in ("FINISHED", "KILLED") else None
+            reporter.finish(done.step if done else None, done.evaluation if done else None, status)
+            session.shutdown()
+
+
+def _step_metrics(cfg: RunConfig, per_shard: dict, stats: dict, timing: dict, step_s: float,
+                  counters: Counters) -> dict[str, float]:
+    return mean_metrics(per_shard, cfg.runtime.meta_batch) | stats | timing | {
+        "step_s": step_s, "tasks_per_s": cfg.runtime.meta_batch / step_s,
+        "retries": float(counters.retries), "worker_failures": float(counters.worker_failures),
+        "server_restarts": float(counters.server_restarts)}
 
 
 def _loop(cfg: RunConfig, rd: RunDir, server: Any, pool: Any, counters: Counters, cb: Callbacks,
-          until_step: int | None, reporter: Reporter, start: float) -> TrainResult:
-    """The step loop; ``start`` is when ``train`` was called (wall time and time to first step)."""
-    import ray
-
+          until_step: int | None, reporter: Reporter, start: float, stop: StopRequest) -> TrainResult:
+    """The step loop; ``start`` is when ``train`` was called (wall time and time to first step).
+    A stop request ends it between steps; an abandoned step ends it at once. Either way it
+    ends with a checkpoint at the server's step."""
     diagnostics = representation_diagnostics(cfg)
     runner = StepRunner(cfg, server, pool, counters, cb.on_dispatch)
-    step = ray.get(server.get_step.remote())
+    step = server_get(server.get_step.remote(), cfg, "get_step()")
     target = min(cfg.outer.steps, until_step) if until_step is not None else cfg.outer.steps
     if cb.on_start:
         cb.on_start(rd.location, cfg, step)
     result = TrainResult(rd.location, cfg, step, {}, counters)
     tasks, loop_start, limit = 0, time.perf_counter(), cfg.runtime.time_limit_s
-    while step < target:
-        t0 = time.perf_counter()
-        try:
-            grads_refs, per_shard, timing = runner.compute(step, server.get.remote())
-        except StaleStepError:
-            stats = None
-        else:
-            stats = apply_step(server, step, grads_refs, counters)
-        if stats is None:  # the server restarted from a checkpoint: continue from its step
-            step = ray.get(server.get_step.remote())
-            continue
-        step_s = time.perf_counter() - t0
-        tasks += cfg.runtime.meta_batch
-        result.first_step_s = result.first_step_s or time.perf_counter() - start
-        metrics = mean_metrics(per_shard, cfg.runtime.meta_batch) | stats | timing | {
-            "step_s": step_s, "tasks_per_s": cfg.runtime.meta_batch / step_s,
-            "retries": float(counters.retries), "worker_failures": float(counters.worker_failures),
-            "server_restarts": float(counters.server_restarts)}
-        last = step + 1 >= target
-        if diagnostics is not None and (step % cfg.tracking.log_every == 0 or last):
-            metrics |= diagnostics(ray.get(server.get.remote())[1])
-        result.history.append((step, metrics))
-        reporter.step(step, metrics, last)
-        step += 1
-        if cb.on_step:
-            cb.on_step(step, metrics)
-        if limit is not None and step < target and time.perf_counter() - loop_start >= limit:
-            log.info("runtime.time_limit_s=%g reached after %d of %d steps", limit, step, cfg.outer.steps)
-            result.stopped_by_time_limit = True
-            break
-    ray.get(server.checkpoint.remote())
-    result.step, result.params = final_params(server)
+    try:
+        while step < target and not stop.requested:
+            t0 = time.perf_counter()
+            try:
+                grads_refs, per_shard, timing = runner.compute(step, server.get.remote())
+            except StaleStepError:
+                stats = None
+            else:
+                stats = apply_step(server, step, grads_refs, counters, cfg)
+            if stats is None:  # the server restarted from a checkpoint: continue from its step
+                step = server_get(server.get_step.remote(), cfg, "get_step()")
+                continue
+            step_s = time.perf_counter() - t0
+            tasks += cfg.runtime.meta_batch
+            result.first_step_s = result.first_step_s or time.perf_counter() - start
+            metrics = _step_metrics(cfg, per_shard, stats, timing, step_s, counters)
+            last = step + 1 >= target or stop.requested
+            if diagnostics is not None and (step % cfg.tracking.log_every == 0 or last):
+                metrics |= diagnostics(final_params(server, cfg)[1])
+            result.history.append((step, metrics))
+            reporter.step(step, metrics, last)
+            step += 1
+            if cb.on_step:
+                cb.on_step(step, metrics)
+            if limit is not None and step < target and time.perf_counter() - loop_start >= limit:
+                log.info("runtime.time_limit_s=%g reached after %d of %d steps", limit, step, cfg.outer.steps)
+                result.stopped_by_time_limit = True
+                break
+    except StepAbandoned as exc:
+        log.warning("step %d abandoned (%s)", step, exc)
+    stop.disarm()
+    if stop.requested:
+        result.stopped_by_signal = stop.signum
+    uri = server_get(server.checkpoint.remote(), cfg, "checkpoint()")
+    result.step, result.params = final_params(server, cfg)
+    if stop.requested:
+        log.warning("stopped by %s at step %d of %d; checkpoint %s; continue with --resume",
+                    signal.Signals(stop.signum).name, result.step, cfg.outer.steps, uri)
     result.wall_s = time.perf_counter() - start
     result.tasks_per_s = tasks / max(sum(m["step_s"] for _, m in result.history), 1e-9)
     return result

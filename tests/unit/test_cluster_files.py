@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distmeta.cli import _split_config_and_overrides, build_parser
+from distmeta.cli import _split_config_and_overrides, parse_args
 from distmeta.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,7 +205,7 @@ def test_rayjob_runs_distmeta_on_a_gpu_group():
         gpus += group["replicas"] * int(limits.get("nvidia.com/gpu", 0))
     assert gpus >= 1, "no worker group with an nvidia.com/gpu limit"
     (argv,) = [a for name, a in INVOCATIONS if name == "kuberay-rayjob.yaml"]
-    path, overrides = _split_config_and_overrides(build_parser().parse_args(argv).items)
+    path, overrides = _split_config_and_overrides(parse_args(argv).items)
     rt = load_config(ROOT / path, overrides).runtime
     assert rt.gpus_per_worker >= 1 and rt.workers * rt.gpus_per_worker <= gpus, \
         f"runtime.workers={rt.workers} x gpus_per_worker={rt.gpus_per_worker} does not fit {gpus} GPUs"
@@ -231,7 +231,7 @@ def test_commands_are_found_where_expected():
 @pytest.mark.parametrize(("name", "argv"), INVOCATIONS, ids=[f"{n}:{' '.join(a[:2])}" for n, a in INVOCATIONS])
 def test_distmeta_command_parses_and_its_config_loads(name, argv):
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
     except SystemExit:
         pytest.fail(f"{name}: `distmeta {shlex.join(argv)}` does not parse with distmeta.cli")
     if args.command != "train":
@@ -261,7 +261,8 @@ def test_script_passes_bash_n(path):
 def test_slurm_script_starts_waits_for_and_stops_ray():
     text = (CLUSTER / "slurm.sbatch").read_text()
     for needle in ("ray start --head", "--num-cpus=", "--num-gpus=", "srun ", "--block &", "trap cleanup EXIT",
-                   "ray stop", "--address \"$head_address\"", "--resume \"$RUN_DIR\""):
+                   "ray stop", "--address \"$head_address\"", "--resume auto", "--signal=B:TERM@",
+                   "runtime.time_limit_s=", "scontrol requeue", 'kill -TERM "$train_pid"'):
         assert needle in text, f"slurm.sbatch lacks {needle!r}"
 
 

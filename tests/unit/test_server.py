@@ -2,12 +2,14 @@
 sums, clipping, zeroing trick, checkpoints (no Ray)."""
 
 import math
+import threading
+import time
 
 import pytest
 import torch
 
 from distmeta.config import load_config
-from distmeta.runtime.checkpoint import checkpoint_steps, load_checkpoint
+from distmeta.runtime.checkpoint import CheckpointWriter, checkpoint_steps, load_checkpoint
 from distmeta.runtime.server import ParameterServer, StaleStepError, lr_at, sum_in_shard_order
 from distmeta.runtime.storage import RunDir
 
@@ -84,6 +86,7 @@ def test_checkpoint_restores_params_optimizer_and_step(tmp_path):
     server = make_server(tmp_path)
     for step in range(3):
         server.apply(step, *shard_results(server, 0.1 * (step + 1)))
+    server.writer.flush()
     rd = RunDir(str(tmp_path / "run"))
     assert checkpoint_steps(rd) == [2]
     restored = make_server(tmp_path)
@@ -102,7 +105,35 @@ def test_checkpoints_keep_the_newest(tmp_path):
     server = make_server(tmp_path, "checkpoint.every=1", "checkpoint.keep=2")
     for step in range(5):
         server.apply(step, *shard_results(server))
+    server.writer.flush()
     assert checkpoint_steps(RunDir(str(tmp_path / "run"))) == [4, 5]
+
+
+class GatedRunDir(RunDir):
+    """A run dir whose writes wait until the test opens the gate: storage as slow as we like."""
+
+    def __init__(self, location):
+        super().__init__(location)
+        self.gate = threading.Event()
+
+    def write_bytes(self, name, data):
+        if not self.gate.wait(timeout=30):
+            raise TimeoutError("gate never opened")
+        super().write_bytes(name, data)
+
+
+def test_checkpoints_are_written_behind_the_step_loop_and_appear_whole(tmp_path):
+    server = make_server(tmp_path, "checkpoint.every=1")
+    slow = GatedRunDir(str(tmp_path / "run"))
+    server.writer = CheckpointWriter(slow, keep=3)
+    t0 = time.perf_counter()
+    server.apply(0, *shard_results(server))  # a checkpoint of step 1 is due: it must not block apply
+    assert time.perf_counter() - t0 < 10
+    assert checkpoint_steps(slow) == []  # not there until complete: never a partial file
+    slow.gate.set()
+    assert server.writer.flush().endswith("checkpoints/step-00000001.pt")
+    assert load_checkpoint(slow)["step"] == 1
+    assert server.checkpoint().endswith("step-00000001.pt")  # explicit: written and waited for
 
 
 def test_lr_schedule():
