@@ -170,7 +170,13 @@ class RuntimeConfig(Section):
     bounds the wall time of the step loop (a job's allocation, a CPU budget): training stops
     after the step that crosses it, checkpoints, evaluates, and ``--resume`` continues.
     ``server_timeout_s`` bounds every wait on the parameter server; ``stop_grace_s`` is how
-    long a SIGTERM/SIGINT lets the step in flight finish before it is abandoned."""
+    long a SIGTERM/SIGINT lets the step in flight finish before it is abandoned. Steps are
+    pipelined: up to ``max_lag`` steps are submitted ahead of the one the driver collects.
+    ``server_shards`` splits the parameters over that many server actors;
+    ``node_aggregation`` pre-sums the gradients of a node's workers on that node;
+    ``deterministic`` asks torch (and cuDNN) for deterministic kernels; ``placement_wait_s``
+    is how long to wait for an autoscaling cluster to grow to the resources asked for
+    (0: a cluster that is too small is an error at once)."""
 
     meta_batch: int = Field(25, ge=1)
     logical_shards: int = Field(5, ge=1)
@@ -185,6 +191,11 @@ class RuntimeConfig(Section):
     max_step_retries: int = Field(5, ge=0)
     time_limit_s: float | None = Field(None, gt=0)
     stop_grace_s: float = Field(20.0, gt=0)
+    max_lag: int = Field(2, ge=0)
+    server_shards: int = Field(1, ge=1)
+    node_aggregation: bool = True
+    deterministic: bool = False
+    placement_wait_s: float = Field(0.0, ge=0)
     dtype: Literal["float32", "float64"] = "float32"
 
     @model_validator(mode="after")

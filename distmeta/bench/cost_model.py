@@ -18,6 +18,8 @@ from distmeta.bench.server_cost import predict_server_s
 from distmeta.bench.timing import ratio
 
 TEN_GBE = 1.25e9  # bytes/s
+TWENTY_FIVE_GBE = 3.125e9  # bytes/s
+RESNET12_PARAMS = 12_400_000  # the MetaOptNet/TADAM ResNet-12 (64-160-320-640)
 
 
 def conv4_params(way: int = 5) -> int:
@@ -34,6 +36,19 @@ def moved_s(n: int, shards: int, params: int, bandwidth: float) -> float:
 def server_side_s(params: int, n: int, bandwidth: float, fit: dict[str, float]) -> float:
     """One server's per-step time with R = N shard sums of P floats arriving over one link."""
     return n * (4 * params / bandwidth + fit["s_per_float_summed"] * params) + fit["o_per_param"] * params
+
+
+def overhead_at_scale(params: int, workers: int, per_node: int, server_shards: int, bandwidth: float,
+                      fit: dict[str, float], latency: float, tree: bool = True) -> float:
+    """Per-step time beyond compute: with the tree and node aggregation each server shard
+    receives one 4P/S-byte sum per node and sends the new P/S parameters to each node once;
+    it sums ``nodes`` of them and steps P/S parameters. Without the tree it receives one sum
+    per logical shard (R = ``workers`` here)."""
+    nodes = -(-workers // per_node)
+    inputs = nodes if tree else workers
+    piece = params / server_shards
+    return latency + (inputs + nodes) * 4 * piece / bandwidth + fit["s_per_float_summed"] * inputs * piece \
+        + fit["o_per_param"] * piece
 
 
 def break_even_workers(per_task_s: float, meta_batch: int, params: int, bandwidth: float,
@@ -83,5 +98,10 @@ def check_model(result: dict[str, Any], server: dict[str, Any]) -> dict[str, Any
     scenarios["N* (server = compute), conv4, this CPU, M=32, 10GbE"] = break_even_workers(c, 32, params, TEN_GBE, fit)
     scenarios["N* (server = compute), conv4, 100x faster compute (GPU), M=32, 10GbE"] = break_even_workers(
         c / 100, 32, params, TEN_GBE, fit)
+    for k in (1, 8):
+        scenarios[f"step overhead s, ResNet-12 (P=12.4M), 64 GPU workers on 8 nodes, 25GbE, {k} server shard(s)"] = \
+            overhead_at_scale(RESNET12_PARAMS, 64, 8, k, TWENTY_FIVE_GBE, fit, latency)
+    scenarios["step overhead s, same, 1 server, one sum per logical shard (no tree), R=64"] = overhead_at_scale(
+        RESNET12_PARAMS, 64, 8, 1, TWENTY_FIVE_GBE, fit, latency, tree=False)
     return {"server": server, "constants": constants, "predictions": predictions(result, fit, constants),
             "scenarios": scenarios}

@@ -1,7 +1,7 @@
 """``distmeta bench``: every section measured side by side in one process, written to JSON.
 
-Sections (``--only`` takes their names): ``throughput``, ``memory``, ``scaling``, ``data``,
-``flops``. Each returns a JSON-able dict and prints a table of ratios measured in this run.
+Sections (``--only`` takes their names): ``throughput``, ``memory``, ``runtime``, ``scaling``,
+``data``, ``flops``, ``gpu`` (the GPU acceptance check; skipped without CUDA). Each returns a JSON-able dict and prints a table of ratios measured in this run.
 Per-core figures run with ``torch.set_num_threads(1)``. The JSON file is rewritten after
 every section, so a run that is stopped keeps what it measured.
 """
@@ -24,7 +24,7 @@ from distmeta.bench.timing import load_average, machine_info, threads
 
 log = logging.getLogger(__name__)
 Section = Callable[[bool, Console], dict[str, Any]]
-SECTION_NAMES = ("throughput", "memory", "scaling", "data", "flops")
+SECTION_NAMES = ("throughput", "memory", "runtime", "scaling", "data", "flops", "gpu")
 
 
 def sections() -> dict[str, Section]:
@@ -36,8 +36,8 @@ def sections() -> dict[str, Section]:
             return importlib.import_module(f"distmeta.bench.{module}").run(quick, console)
         return call
 
-    return {"throughput": lazy("throughput"), "memory": lazy("peak_memory"), "scaling": lazy("scaling"),
-            "data": lazy("data_rate"), "flops": lazy("flops")}
+    return {"throughput": lazy("throughput"), "memory": lazy("peak_memory"), "runtime": lazy("runtime_overhead"),
+            "scaling": lazy("scaling"), "data": lazy("data_rate"), "flops": lazy("flops"), "gpu": lazy("gpu")}
 
 
 def choose(only: list[str] | None) -> list[str]:

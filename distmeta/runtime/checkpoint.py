@@ -2,8 +2,11 @@
 
 The data-stream position is the step itself: a shard's episodes for step t are a pure
 function of (seed, t, shard), so restoring the step restores the stream. Files are written
-atomically (write, then rename) as ``checkpoints/step-XXXXXXXX.pt``; the newest ``keep``
-are kept. Loading uses ``torch.load(weights_only=True)``: no pickle of arbitrary objects.
+atomically (write, then rename) as ``checkpoints/step-XXXXXXXX.pt``, or, with K server shards
+(``runtime.server_shards``), one file per shard, ``step-XXXXXXXX.shard-k-of-K.pt``: a step's
+checkpoint is complete only when all K files exist, and restores take the newest complete
+one. The newest ``keep`` are kept. Loading uses ``torch.load(weights_only=True)``: no pickle
+of arbitrary objects.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -20,15 +24,32 @@ from distmeta.runtime.storage import RunDir
 
 log = logging.getLogger(__name__)
 FOLDER = "checkpoints"
-PATTERN = re.compile(r"^step-(\d{8})\.pt$")
+PATTERN = re.compile(r"^step-(\d{8})(?:\.shard-(\d+)-of-(\d+))?\.pt$")
 
 
-def checkpoint_name(step: int) -> str:
-    return f"{FOLDER}/step-{step:08d}.pt"
+def checkpoint_name(step: int, shard: int = 0, shards: int = 1) -> str:
+    if shards == 1:
+        return f"{FOLDER}/step-{step:08d}.pt"
+    return f"{FOLDER}/step-{step:08d}.shard-{shard}-of-{shards}.pt"
 
 
-def checkpoint_steps(run_dir: RunDir) -> list[int]:
-    return sorted(int(m.group(1)) for n in run_dir.list(FOLDER) if (m := PATTERN.match(n)))
+def _files(run_dir: RunDir) -> dict[int, dict[int, set[int]]]:
+    """step -> shard count -> the shard indices written."""
+    found: dict[int, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for name in run_dir.list(FOLDER):
+        if m := PATTERN.match(name):
+            found[int(m[1])][int(m[3] or 1)].add(int(m[2] or 0))
+    return found
+
+
+def checkpoint_steps(run_dir: RunDir, shards: int | None = None) -> list[int]:
+    """Steps with a complete checkpoint (of ``shards`` server shards; any count if ``None``)."""
+    return sorted(step for step, by_count in _files(run_dir).items()
+                  if any(len(idx) == k and (shards is None or k == shards) for k, idx in by_count.items()))
+
+
+def _shard_count(run_dir: RunDir, step: int) -> int:
+    return next(k for k, idx in sorted(_files(run_dir)[step].items()) if len(idx) == k)
 
 
 def _serialise(state: dict[str, Any]) -> bytes:
@@ -37,16 +58,44 @@ def _serialise(state: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def _write(run_dir: RunDir, step: int, data: bytes, keep: int) -> str:
-    name = checkpoint_name(step)
+def _write(run_dir: RunDir, name: str, data: bytes, keep: int, shard: int, shards: int) -> str:
     run_dir.write_bytes(name, data)
-    for old in checkpoint_steps(run_dir)[:-keep]:
-        run_dir.delete(checkpoint_name(old))
+    mine = sorted(step for step, by_count in _files(run_dir).items() if shard in by_count.get(shards, ()))
+    for old in mine[:-keep]:
+        run_dir.delete(checkpoint_name(old, shard, shards))
     return run_dir.uri(name)
 
 
-def save_checkpoint(run_dir: RunDir, state: dict[str, Any], keep: int) -> str:
-    return _write(run_dir, int(state["step"]), _serialise(state), keep)
+def save_checkpoint(run_dir: RunDir, state: dict[str, Any], keep: int, shard: int = 0, shards: int = 1) -> str:
+    name = checkpoint_name(int(state["step"]), shard, shards)
+    return _write(run_dir, name, _serialise(state), keep, shard, shards)
+
+
+def _read(run_dir: RunDir, name: str) -> dict[str, Any]:
+    data = run_dir.read_bytes(name)
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise ValueError(f"checkpoint {run_dir.uri(name)} cannot be read: {exc}") from None
+
+
+def load_checkpoint(run_dir: RunDir, step: int | None = None, shard: int | None = None,
+                    shards: int | None = None) -> dict[str, Any] | None:
+    """The checkpoint at ``step`` (default: the newest complete one); ``None`` when there is
+    none. With ``shard``, that server shard's own file (of ``shards``); without, the whole
+    model: a sharded checkpoint's parameters are merged (optimiser state is per shard)."""
+    steps = checkpoint_steps(run_dir, shards)
+    if not steps:
+        return None
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise FileNotFoundError(f"{run_dir.uri(FOLDER)}: no complete checkpoint of step {step} (have {steps})")
+    count = shards or _shard_count(run_dir, step)
+    if shard is not None or count == 1:
+        return _read(run_dir, checkpoint_name(step, shard or 0, count))
+    parts = [_read(run_dir, checkpoint_name(step, k, count)) for k in range(count)]
+    return {"step": step, "skipped": parts[0]["skipped"],
+            "params": {name: value for part in parts for name, value in part["params"].items()}}
 
 
 class CheckpointWriter:
@@ -56,15 +105,16 @@ class CheckpointWriter:
     new one first waits for the previous. Each file appears whole (write, then rename) or not
     at all, so a crash mid-write leaves the previous checkpoint as the newest."""
 
-    def __init__(self, run_dir: RunDir, keep: int) -> None:
-        self.run_dir, self.keep = run_dir, keep
+    def __init__(self, run_dir: RunDir, keep: int, shard: int = 0, shards: int = 1) -> None:
+        self.run_dir, self.keep, self.shard, self.shards = run_dir, keep, shard, shards
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._pending: Future | None = None
 
     def submit(self, state: dict[str, Any]) -> None:
         data = _serialise(state)
         self.flush()
-        self._pending = self._pool.submit(_write, self.run_dir, int(state["step"]), data, self.keep)
+        name = checkpoint_name(int(state["step"]), self.shard, self.shards)
+        self._pending = self._pool.submit(_write, self.run_dir, name, data, self.keep, self.shard, self.shards)
 
     def flush(self) -> str | None:
         """Wait for the write in flight; its URI (``None`` when there was none). A failed write
@@ -84,16 +134,3 @@ class CheckpointWriter:
         uri = self.flush()
         assert uri is not None
         return uri
-
-
-def load_checkpoint(run_dir: RunDir, step: int | None = None) -> dict[str, Any] | None:
-    """The checkpoint at ``step`` (default: the newest); ``None`` when there is none."""
-    steps = checkpoint_steps(run_dir)
-    if not steps:
-        return None
-    step = steps[-1] if step is None else step
-    data = run_dir.read_bytes(checkpoint_name(step))
-    try:
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise ValueError(f"checkpoint {run_dir.uri(checkpoint_name(step))} cannot be read: {exc}") from None

@@ -1,32 +1,25 @@
-"""The training driver: one parameter server, N workers, the step loop, fault handling.
+"""The driver's side of the runtime: the actors, their placement, and the waits on them.
 
-loop: ``state = ps.get()`` -> ``w.compute(step, state, shards)`` for each worker ->
-``ps.apply(step, *results)``. Workers' gradients go to the server through the object
-store; only small status objects (metric sums, timings) come back to the driver.
-
-Faults: a worker that dies (or times out) mid-step has its logical shards recomputed, by
-the surviving workers (``on_worker_loss: reassign``) or by itself once Ray has restarted it
-(``wait``); the retry is counted. A server that dies is restarted by Ray and restores its
-newest checkpoint; the driver re-reads the server's step and goes on. Since episodes and
-sums are pure functions of (seed, step, shard), the final parameters are bit-identical to a
-fault-free run.
+One parameter server (or ``runtime.server_shards`` of them), N worker actors in a placement
+group spread over nodes, and on every node that hosts several workers an aggregator that
+pre-sums their gradients (``runtime.node_aggregation``). All are restartable actors built
+from plain classes at the call site. The step loop itself is :mod:`distmeta.runtime.pipeline`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from distmeta.config import RunConfig
+from distmeta.errors import ConfigError
 from distmeta.runtime.server import ParameterServer, StaleStepError
 from distmeta.runtime.worker import MetaWorker
 from distmeta.types import Params
 
 log = logging.getLogger(__name__)
-PING_TIMEOUT_S = 2.0
 
 
 class StepFailed(RuntimeError):
@@ -58,116 +51,16 @@ def _ray():
     return ray
 
 
-def _is_actor_failure(exc: BaseException) -> bool:
+def is_actor_failure(exc: BaseException) -> bool:
     ray = _ray()
     return isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
                             ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError,
                             ray.exceptions.OwnerDiedError))
 
 
-def _is_stale(exc: BaseException) -> bool:
+def is_stale(exc: BaseException) -> bool:
     """A StaleStepError, raised here or inside an actor (Ray wraps it, keeping it as ``cause``)."""
     return isinstance(exc, StaleStepError) or isinstance(getattr(exc, "cause", None), StaleStepError)
-
-
-def assign(shards: list[int], workers: list[int]) -> dict[int, list[int]]:
-    """Deal logical shards round-robin over workers (the result does not depend on it)."""
-    plan: dict[int, list[int]] = {w: [] for w in workers}
-    for i, shard in enumerate(shards):
-        plan[workers[i % len(workers)]].append(shard)
-    return {w: s for w, s in plan.items() if s}
-
-
-class StepRunner:
-    """Runs one step's computation over the pool, retrying lost shards."""
-
-    def __init__(self, cfg: RunConfig, server: Any, pool: Pool, counters: Counters,
-                 on_dispatch: Callable[[int, StepRunner], None] | None = None) -> None:
-        self.cfg, self.server, self.pool, self.counters = cfg, server, pool, counters
-        self.on_dispatch = on_dispatch
-
-    def revive(self, wait_s: float = 0.0) -> None:
-        """Move workers that answer a ping back into the pool."""
-        ray = _ray()
-        pings = {i: self.pool.actors[i].ping.remote() for i in self.pool.down}
-        if not pings:
-            return
-        ready, _ = ray.wait(list(pings.values()), num_returns=len(pings), timeout=max(wait_s, 0.05))
-        for i, ref in pings.items():
-            if ref in ready:
-                try:
-                    ray.get(ref, timeout=PING_TIMEOUT_S)
-                    self.pool.down.discard(i)
-                except Exception as exc:  # still dead or restarting
-                    log.debug("worker %d not back yet: %s", i, exc)
-
-    def compute(self, step: int, state_ref: Any) -> tuple[list[Any], dict[int, dict[str, float]], dict[str, float]]:
-        """All logical shards of ``step``: (result refs for the server, per-shard metrics, timings)."""
-        ray = _ray()
-        todo = list(range(self.cfg.runtime.logical_shards))
-        grads_refs: list[Any] = []
-        metrics: dict[int, dict[str, float]] = {}
-        timing = {"compute_s": 0.0, "skipped_files": 0.0}
-        for attempt in range(self.cfg.runtime.max_step_retries + 1):
-            workers = self._available(attempt)
-            inflight = {}
-            for w, shards in assign(todo, workers).items():
-                status_ref, grads_ref = self.pool.actors[w].compute.options(num_returns=2).remote(step, state_ref, shards)
-                inflight[status_ref] = (w, shards, grads_ref)
-            if self.on_dispatch is not None and attempt == 0:
-                self.on_dispatch(step, self)
-            ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=self.cfg.runtime.step_timeout_s)
-            todo = []
-            for status_ref, (w, shards, grads_ref) in inflight.items():
-                status = self._status(status_ref, ready, w, step)
-                if status is None:
-                    todo += shards
-                    continue
-                grads_refs.append(grads_ref)
-                metrics.update(status["metrics"])
-                timing["compute_s"] = max(timing["compute_s"], status["compute_s"])
-                timing["skipped_files"] = max(timing["skipped_files"], len(status["skipped_files"]))
-            if not todo:
-                return grads_refs, metrics, timing
-            self.counters.retries += len(todo)
-            log.warning("step %d: retrying logical shards %s", step, sorted(todo))
-        raise StepFailed(f"step {step}: logical shards {sorted(todo)} failed "
-                         f"{self.cfg.runtime.max_step_retries + 1} times; see the worker logs")
-
-    def _status(self, ref: Any, ready: list[Any], worker: int, step: int) -> dict[str, Any] | None:
-        ray = _ray()
-        if ref not in ready:
-            log.warning("step %d: worker %d did not answer within %.0f s", step, worker, self.cfg.runtime.step_timeout_s)
-            try:
-                ray.cancel(ref)  # actor tasks cannot be force-cancelled; the late result is ignored
-            except Exception as exc:
-                log.debug("cancel: %s", exc)
-            self.pool.down.add(worker)
-            return None
-        try:
-            return ray.get(ref, timeout=self.cfg.runtime.step_timeout_s)  # ready: a fetch at most
-        except Exception as exc:
-            if _is_stale(exc):
-                raise StaleStepError(str(exc)) from None
-            if not _is_actor_failure(exc):
-                raise
-            log.warning("step %d: worker %d lost (%s)", step, worker, type(exc).__name__)
-            self.counters.worker_failures += 1
-            self.pool.down.add(worker)
-            return None
-
-    def _available(self, attempt: int) -> list[int]:
-        wait = self.cfg.runtime.on_worker_loss == "wait" and attempt > 0
-        deadline = time.monotonic() + self.cfg.runtime.step_timeout_s
-        while True:
-            self.revive(wait_s=PING_TIMEOUT_S if wait or not self.pool.live() else 0.0)
-            live = self.pool.live()
-            if live and not (wait and self.pool.down):
-                return live
-            if time.monotonic() > deadline:
-                if live:
-                    return live
-                raise StepFailed(f"no worker came back within runtime.step_timeout_s={self.cfg.runtime.step_timeout_s}")
 
 
 class ServerTimeout(StepFailed):
@@ -185,61 +78,112 @@ def server_get(ref: Any, cfg: RunConfig, what: str) -> Any:
                             "see its log (ray logs, or the dashboard) and raise the key for a slow store") from None
 
 
-def apply_step(server: Any, step: int, grads_refs: list[Any], counters: Counters,
-               cfg: RunConfig) -> dict[str, float] | None:
-    """Send the step to the server; ``None`` when the server restarted (the caller re-syncs)."""
-    try:
-        return server_get(server.apply.remote(step, *grads_refs), cfg, f"apply(step={step})")
-    except ServerTimeout:
-        raise
-    except Exception as exc:
-        if _is_stale(exc) or _is_actor_failure(exc):
-            counters.server_restarts += 1
-            log.warning("step %d: parameter server restarted (%s); resuming from its checkpoint", step, type(exc).__name__)
-            return None
-        raise
+@dataclass
+class Actors:
+    """Everything a run started on the cluster."""
+
+    servers: list[Any]
+    pool: Pool
+    aggregators: dict[str, Any] = field(default_factory=dict)  # node id -> aggregator
+    node_of: dict[int, str] = field(default_factory=dict)  # worker -> node id
 
 
-def final_params(server: Any, cfg: RunConfig) -> tuple[int, Params]:
-    return server_get(server.get.remote(), cfg, "get()")
+def sync_servers(servers: list[Any], cfg: RunConfig) -> int:
+    """The step every server shard is at; after one of them restarted from its newest
+    complete checkpoint, the others are brought back to that step too."""
+    steps = [server_get(s.get_step.remote(), cfg, "get_step()") for s in servers]
+    if len(set(steps)) == 1:
+        return steps[0]
+    step = min(steps)
+    log.warning("server shards at steps %s: restoring all of them to step %d", steps, step)
+    for s, at in zip(servers, steps, strict=True):
+        if at != step:
+            server_get(s.restore.remote(step), cfg, f"restore({step})")
+    return step
 
 
-def make_actors(cfg: RunConfig, run_dir: str) -> tuple[Any, Pool]:
-    """The server and the worker pool, as restartable actors; workers spread over nodes."""
+def check_resources(cfg: RunConfig) -> None:
+    """Fail at once, naming the keys, when the cluster cannot hold the workers; on an
+    autoscaling cluster (``runtime.placement_wait_s > 0``) wait that long, logging."""
+    ray = _ray()
+    rt = cfg.runtime
+    need = {"CPU": rt.workers * rt.cpus_per_worker, "GPU": rt.workers * rt.gpus_per_worker}
+    keys = {"CPU": "runtime.cpus_per_worker", "GPU": "runtime.gpus_per_worker"}
+    deadline = time.monotonic() + rt.placement_wait_s
+    while True:
+        have = ray.cluster_resources()
+        short = {r: n for r, n in need.items() if n > have.get(r, 0.0) + 1e-9}
+        if not short:
+            return
+        what = ", ".join(f"{n:g} {r} (runtime.workers={rt.workers} x {keys[r]}={n / rt.workers:g}; "
+                         f"the cluster has {have.get(r, 0.0):g})" for r, n in short.items())
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"the workers need {what}: lower runtime.workers or {'/'.join(keys[r] for r in short)}"
+                             + (f", or raise runtime.placement_wait_s={rt.placement_wait_s:g} for an autoscaling "
+                                "cluster" if rt.placement_wait_s else ""))
+        log.info("waiting for the cluster to grow (runtime.placement_wait_s=%g): the workers need %s",
+                 rt.placement_wait_s, what)
+        time.sleep(min(10.0, max(deadline - time.monotonic(), 0.1)))
+
+
+def make_actors(cfg: RunConfig, run_dir: str) -> Actors:
+    """The server(s), the worker pool and the node aggregators, as restartable actors."""
     ray = _ray()
     from ray.util.placement_group import placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    from ray.util.scheduling_strategies import (
+        NodeAffinitySchedulingStrategy,
+        PlacementGroupSchedulingStrategy,
+    )
 
     rt = cfg.runtime
     config = cfg.to_dict()
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+    check_resources(cfg)
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
-    server = ray.remote(ParameterServer).options(  # beside the driver, where the run dir is
-        num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=here).remote(config, run_dir)
+    servers = [ray.remote(ParameterServer).options(  # beside the driver, where the run dir is
+        num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=here).remote(config, run_dir, k)
+        for k in range(rt.server_shards)]
     bundle = {"CPU": rt.cpus_per_worker} | ({"GPU": rt.gpus_per_worker} if rt.gpus_per_worker else {})
     pg = placement_group([bundle] * rt.workers, strategy="SPREAD" if rt.placement == "spread" else "PACK")
-    ready, _ = ray.wait([pg.ready()], timeout=rt.step_timeout_s)
+    ready, _ = ray.wait([pg.ready()], timeout=max(rt.step_timeout_s, rt.placement_wait_s))
     if not ready:
         ray.util.remove_placement_group(pg)
-        raise StepFailed(f"runtime.workers={rt.workers} x {bundle} cannot be placed on this cluster "
-                         f"(resources: {ray.cluster_resources()}); lower runtime.workers or cpus_per_worker")
+        raise StepFailed(f"runtime.workers={rt.workers} x {bundle} could not be placed within "
+                         f"{max(rt.step_timeout_s, rt.placement_wait_s):g} s (free: {ray.available_resources()}); "
+                         "other jobs hold the resources, or lower runtime.workers or cpus_per_worker")
     actor = ray.remote(MetaWorker)
     workers = [actor.options(num_cpus=rt.cpus_per_worker, num_gpus=rt.gpus_per_worker, max_restarts=-1,
                              max_task_retries=0,
                              scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
                              ).remote(config) for i in range(rt.workers)]
-    return server, Pool(workers, pg)
+    actors = Actors(servers, Pool(workers, pg))
+    nodes = server_get([w.node_id.remote() for w in workers], cfg, "the workers' node ids")
+    actors.node_of = {i: node for i, node in enumerate(nodes) if node}
+    if rt.node_aggregation:
+        from distmeta.runtime.worker import NodeAggregator
+
+        nodes_used = list(actors.node_of.values())  # only across nodes: on one, it is a hop for nothing
+        crowded = {n for n in nodes_used if nodes_used.count(n) > 1} if len(set(nodes_used)) > 1 else set()
+        actors.aggregators = {n: ray.remote(NodeAggregator).options(
+            num_cpus=0, max_restarts=-1, max_task_retries=-1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n, soft=True)).remote(rt.logical_shards)
+            for n in sorted(crowded)}
+    return actors
 
 
-def release(server: Any, pool: Pool) -> None:
+def final_params(actors: Actors, cfg: RunConfig) -> tuple[int, Params]:
+    """(step, params) merged from every server shard."""
+    states = server_get([s.get.remote() for s in actors.servers], cfg, "get()")
+    return states[0][0], {k: v for _, part in states for k, v in part.items()}
+
+
+def release(actors: Actors) -> None:
     ray = _ray()
-    for a in [server, *pool.actors]:
+    for a in [*actors.servers, *actors.pool.actors, *actors.aggregators.values()]:
         try:
             ray.kill(a)
         except Exception as exc:  # already gone
             log.debug("kill: %s", exc)
     try:
-        ray.util.remove_placement_group(pool.placement_group)
+        ray.util.remove_placement_group(actors.pool.placement_group)
     except Exception as exc:
         log.debug("remove_placement_group: %s", exc)

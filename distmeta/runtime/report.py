@@ -83,11 +83,13 @@ class Reporter:
         config = self.local / "config.yaml"
         config.write_text(self.cfg.to_yaml())
         self.tracker.log_artifact(str(config))
-        from distmeta.runtime.checkpoint import checkpoint_name
+        from distmeta.runtime.checkpoint import checkpoint_steps, load_checkpoint
 
-        if step is not None and self.rd.exists(checkpoint_name(step)):
+        if step is not None and step in checkpoint_steps(self.rd):
+            import torch
+
             ckpt = self.local / "final.pt"
-            ckpt.write_bytes(self.rd.read_bytes(checkpoint_name(step)))
+            torch.save(load_checkpoint(self.rd, step), ckpt)  # every server shard's part, merged
             self.tracker.log_artifact(str(ckpt), "checkpoints")
         curves = {k: v for k, v in self.history.items()
                   if k in ("query_loss", "query_loss_before", "query_acc", "grad_norm", "tasks_per_s",

@@ -1,10 +1,18 @@
 """The parameter server: meta-parameters, the outer optimiser, the step counter.
 
-A plain class; the driver makes it a restartable Ray actor at the call site. ``apply`` sums
-the workers' per-shard meta-gradient SUMS in logical-shard order (so the result does not
-depend on how many workers computed them), divides by the total task count and takes one
-optimiser step. A step that was already applied is rejected, never applied twice; a
-non-finite meta-gradient skips the update (counted) and leaves the parameters untouched.
+A plain class; the driver makes it a restartable Ray actor at the call site. ``apply`` adds
+the workers' meta-gradient SUMS up the fixed reduction tree (:mod:`distmeta.runtime.tree`, so
+the result does not depend on how many workers computed them or how they were dealt), divides
+by the total task count and takes one optimiser step. It returns the step's stats and the next
+step's state ``(step + 1, params)``, which the driver hands straight to the workers' next
+``compute``: no driver round trip sits between two steps. A step that was already applied is
+rejected, never applied twice; a non-finite meta-gradient skips the update (counted) and
+leaves the parameters untouched.
+
+With ``runtime.server_shards: K > 1`` each of K servers owns a fixed part of the parameters
+(:mod:`distmeta.runtime.partition`) and the update is two calls: ``reduce`` (sum this part's
+blocks, return its per-tensor gradient norms) and ``update`` (given every part's norms: the
+global norm, the same clip and skip decision on every shard, this part's optimiser step).
 """
 
 from __future__ import annotations
@@ -19,14 +27,16 @@ import torch
 
 from distmeta.config import RunConfig, validate
 from distmeta.models.base import HEAD_PREFIX
-from distmeta.runtime.checkpoint import CheckpointWriter, load_checkpoint
+from distmeta.runtime.checkpoint import CheckpointWriter, checkpoint_steps, load_checkpoint
+from distmeta.runtime.partition import partition
 from distmeta.runtime.storage import RunDir
+from distmeta.runtime.tree import Block, combine
 from distmeta.types import Params
 
 log = logging.getLogger(__name__)
 
-ShardResult = tuple[int, Params, int]
-"""(logical shard, summed gradients, number of tasks)."""
+State = tuple[int, Params]
+"""(step, params): what a worker computes step ``step`` from."""
 
 
 class StaleStepError(RuntimeError):
@@ -63,38 +73,49 @@ def lr_at(cfg: RunConfig, step: int) -> float:
     return outer.lr * factor
 
 
-def sum_in_shard_order(results: list[ShardResult], n_shards: int) -> tuple[Params, int]:
-    """Sum per-shard gradient sums in shard order 0..R-1; every shard exactly once."""
-    by_shard: dict[int, ShardResult] = {}
-    for result in results:
-        if result[0] in by_shard:
-            raise ValueError(f"logical shard {result[0]} was sent twice")
-        by_shard[result[0]] = result
-    missing = sorted(set(range(n_shards)) - set(by_shard))
-    if missing or len(by_shard) != n_shards:
-        raise ValueError(f"logical shards {missing} are missing (got {sorted(by_shard)})")
-    total = {k: v.clone() for k, v in by_shard[0][1].items()}
-    n_tasks = by_shard[0][2]
-    for r in range(1, n_shards):
-        for k, g in by_shard[r][1].items():
-            total[k] += g
-        n_tasks += by_shard[r][2]
-    return total, n_tasks
+def server_partition(cfg: RunConfig) -> list[list[str]]:
+    """Which parameter names each of ``runtime.server_shards`` servers owns."""
+    model = cfg.model.build()
+    params = cfg.algorithm.build().init_params(model)
+    return partition({k: v.numel() for k, v in params.items()}, cfg.runtime.server_shards)
+
+
+def tree_total(block_lists: tuple[list[Block], ...], n_shards: int) -> tuple[Params, int, int]:
+    """(gradient sum over all tasks, task count, floats received) from the blocks sent."""
+    blocks = [b for blocks in block_lists for b in blocks]
+    received = sum(g.numel() for b in blocks for g in b[2].values())
+    (_, _, total, n_tasks), = combine(blocks, n_shards)
+    return total, n_tasks, received
+
+
+def global_norm(norms: dict[str, torch.Tensor], order: list[str]) -> float:
+    """The norm of all parameters' gradients from their per-tensor norms, in the model's
+    order: the same number whatever the server sharding."""
+    return float(torch.linalg.vector_norm(torch.stack([norms[k] for k in order])))
 
 
 class ParameterServer:
-    def __init__(self, config: dict[str, Any], run_dir: str) -> None:
+    def __init__(self, config: dict[str, Any], run_dir: str, shard: int = 0) -> None:
         self.cfg = validate(config)
         torch.set_num_threads(self.cfg.runtime.threads_per_worker)
         self.run_dir = RunDir(run_dir)
-        self.params = {k: v.requires_grad_(True) for k, v in initial_params(self.cfg).items()}
+        self.shard, self.shards = shard, self.cfg.runtime.server_shards
+        full = initial_params(self.cfg)
+        self.order = list(full)
+        names = partition({k: v.numel() for k, v in full.items()}, self.shards)[shard]
+        self.params = {k: full[k].requires_grad_(True) for k in names}
         self.optimizer = self._make_optimizer()
         self.step, self.skipped = 0, 0
-        self.writer = CheckpointWriter(self.run_dir, self.cfg.checkpoint.keep)
-        state = load_checkpoint(self.run_dir)
-        if state is not None:
-            self._restore(state)
-            log.info("parameter server restored step %d from %s", self.step, self.run_dir.location)
+        self.incarnation = time.time()  # a restarted server (same actor) has a new one
+        self.pending: tuple[int, Params, int, float] | None = None
+        self.writer = CheckpointWriter(self.run_dir, self.cfg.checkpoint.keep, shard, self.shards)
+        steps = checkpoint_steps(self.run_dir, self.shards)
+        if steps:
+            self.restore(steps[-1])
+            log.info("parameter server %d/%d restored step %d from %s", shard, self.shards, self.step,
+                     self.run_dir.location)
+        elif self.shards > 1:  # a step every shard can go back to, should one restart early
+            self.writer.submit(self.state())
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.outer
@@ -104,7 +125,7 @@ class ParameterServer:
         return torch.optim.SGD(values, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
     # -- reads -----------------------------------------------------------------------------
-    def get(self) -> tuple[int, Params]:
+    def get(self) -> State:
         """(step, params): one object-store copy per step, shared by every worker."""
         return self.step, {k: v.detach() for k, v in self.params.items()}
 
@@ -118,15 +139,28 @@ class ParameterServer:
         return os.getpid()
 
     # -- the update --------------------------------------------------------------------------
-    def apply(self, step: int, *shard_lists: list[ShardResult]) -> dict[str, float]:
-        """Sum the shards' results in shard order, average, clip, take one outer step."""
+    def _check_step(self, step: int) -> None:
         if step != self.step:
             raise StaleStepError(f"apply(step={step}) rejected: the server is at step {self.step}")
+
+    def reduce(self, step: int, *block_lists: list[Block]) -> dict[str, torch.Tensor]:
+        """Sum this part's blocks up the tree; its per-tensor gradient norms (of the mean)."""
+        self._check_step(step)
         start = time.perf_counter()
-        results = [r for shard_list in shard_lists for r in shard_list]
-        total, n_tasks = sum_in_shard_order(results, self.cfg.runtime.logical_shards)
+        total, n_tasks, received = tree_total(block_lists, self.cfg.runtime.logical_shards)
         grads = {k: g / n_tasks for k, g in total.items()}
-        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])))
+        self.pending = (step, grads, received, time.perf_counter() - start)
+        return {k: torch.linalg.vector_norm(g) for k, g in grads.items()}
+
+    def update(self, step: int, *norm_parts: dict[str, torch.Tensor]) -> tuple[dict[str, float], State]:
+        """Given every part's norms: clip, skip or step this part; (stats, next state)."""
+        self._check_step(step)
+        if self.pending is None or self.pending[0] != step:
+            raise StaleStepError(f"update(step={step}) without its reduce on server shard {self.shard}")
+        start = time.perf_counter()
+        _, grads, received, reduce_s = self.pending
+        self.pending = None
+        norm = global_norm({k: v for part in norm_parts for k, v in part.items()}, self.order)
         stats = {"grad_norm": norm, "lr": lr_at(self.cfg, step), "skipped": 0.0}
         if math.isfinite(norm):
             self._update(grads, norm, stats["lr"])
@@ -137,8 +171,13 @@ class ParameterServer:
         self.step += 1
         if self.step % self.cfg.checkpoint.every == 0:
             self.writer.submit(self.state())  # written behind the next steps
-        stats |= {"skipped_steps": float(self.skipped), "server_s": time.perf_counter() - start}
-        return stats
+        stats |= {"skipped_steps": float(self.skipped), "server_s": reduce_s + time.perf_counter() - start,
+                  "server_in_floats": float(received), "incarnation": self.incarnation}
+        return stats, self.get()
+
+    def apply(self, step: int, *block_lists: list[Block]) -> tuple[dict[str, float], State]:
+        """One server (``server_shards: 1``): reduce and update in one call."""
+        return self.update(step, self.reduce(step, *block_lists))
 
     def _update(self, grads: Params, norm: float, lr: float) -> None:
         clip = self.cfg.outer.clip_grad_norm
@@ -162,7 +201,13 @@ class ParameterServer:
         """Write a checkpoint of the current step and wait until it is complete."""
         return self.writer.save(self.state())
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def restore(self, step: int) -> int:
+        """Load this shard's part of the checkpoint of ``step`` (the driver brings every
+        server shard back to one complete step after one of them restarted)."""
+        self.writer.flush()
+        state = load_checkpoint(self.run_dir, step, self.shard, self.shards)
+        if state is None:
+            raise FileNotFoundError(f"{self.run_dir.location}: no checkpoint of step {step}")
         missing = set(self.params) ^ set(state["params"])
         if missing:
             raise ValueError(f"checkpoint in {self.run_dir.location} does not match the model: parameters {sorted(missing)}")
@@ -170,4 +215,5 @@ class ParameterServer:
             for k, v in state["params"].items():
                 self.params[k].copy_(v)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.skipped = int(state["step"]), int(state["skipped"])
+        self.step, self.skipped, self.pending = int(state["step"]), int(state["skipped"]), None
+        return self.step

@@ -11,18 +11,10 @@ from typing import Any
 
 from distmeta.config import RunConfig
 from distmeta.runtime.cluster import connect
-from distmeta.runtime.driver import (
-    Counters,
-    StepRunner,
-    apply_step,
-    final_params,
-    make_actors,
-    release,
-    server_get,
-)
+from distmeta.runtime.driver import Counters, final_params, make_actors, release, server_get
+from distmeta.runtime.pipeline import Collected, Pipeline
 from distmeta.runtime.report import Reporter
 from distmeta.runtime.resume import open_run
-from distmeta.runtime.server import StaleStepError
 from distmeta.runtime.stop import StepAbandoned, StopRequest
 from distmeta.runtime.storage import RunDir
 from distmeta.types import Params
@@ -62,15 +54,6 @@ class TrainResult:
     def exit_code(self) -> int:
         """0 when the run ended as asked; 128 + the signal's number when a signal stopped it."""
         return 128 + self.stopped_by_signal if self.stopped_by_signal else 0
-
-
-def mean_metrics(per_shard: dict[int, dict[str, float]], n_tasks: int) -> dict[str, float]:
-    """Per-task means of the shards' metric sums, added in shard order."""
-    out: dict[str, float] = {}
-    for shard in sorted(per_shard):
-        for k, v in per_shard[shard].items():
-            out[k] = out.get(k, 0.0) + v
-    return {k: v / n_tasks for k, v in out.items()}
 
 
 def check_data(cfg: RunConfig) -> None:
@@ -115,18 +98,17 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
     check_data(cfg)
     cb = callbacks or Callbacks()
     rt = cfg.runtime
-    session = connect(address, num_cpus=rt.workers * rt.cpus_per_worker,
-                      num_gpus=rt.workers * rt.gpus_per_worker or None)
+    session = connect(address, num_cpus=rt.workers * rt.cpus_per_worker)  # GPUs: what Ray detects
     result: TrainResult | None = None
     status = "FAILED"
     with StopRequest(rt.stop_grace_s) as stop:
         reporter = Reporter(cfg, rd)
-        server, pool = make_actors(cfg, rd.location)
+        actors = make_actors(cfg, rd.location)
         try:
             import ray
 
             reporter.start(nodes=len([n for n in ray.nodes() if n.get("Alive")]))
-            result = _loop(cfg, rd, server, pool, Counters(), cb, until_step, reporter, start, stop)
+            result = _loop(cfg, rd, actors, Counters(), cb, until_step, reporter, start, stop)
             result.run_id, result.tracking_uri = reporter.run_id, reporter.tracking_uri
             if stop.requested:
                 status = "KILLED"
@@ -141,71 +123,70 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
             status = "KILLED"
             raise
         finally:
-            release(server, pool)
+            release(actors)
             done = result if status in ("FINISHED", "KILLED") else None
             reporter.finish(done.step if done else None, done.evaluation if done else None, status)
             session.shutdown()
 
 
-def _step_metrics(cfg: RunConfig, per_shard: dict, stats: dict, timing: dict, step_s: float,
-                  counters: Counters) -> dict[str, float]:
-    return mean_metrics(per_shard, cfg.runtime.meta_batch) | stats | timing | {
-        "step_s": step_s, "tasks_per_s": cfg.runtime.meta_batch / step_s,
-        "retries": float(counters.retries), "worker_failures": float(counters.worker_failures),
-        "server_restarts": float(counters.server_restarts)}
-
-
-def _loop(cfg: RunConfig, rd: RunDir, server: Any, pool: Any, counters: Counters, cb: Callbacks,
+def _loop(cfg: RunConfig, rd: RunDir, actors: Any, counters: Counters, cb: Callbacks,
           until_step: int | None, reporter: Reporter, start: float, stop: StopRequest) -> TrainResult:
-    """The step loop; ``start`` is when ``train`` was called (wall time and time to first step).
-    A stop request ends it between steps; an abandoned step ends it at once. Either way it
-    ends with a checkpoint at the server's step."""
-    diagnostics = representation_diagnostics(cfg)
-    runner = StepRunner(cfg, server, pool, counters, cb.on_dispatch)
-    step = server_get(server.get_step.remote(), cfg, "get_step()")
+    """Submit ahead (up to ``runtime.max_lag`` steps), collect in order. A stop request or the
+    time limit ends submission; the steps in flight are still collected (an abandoned one ends
+    the loop at once). Either way the loop ends with a checkpoint at the server's step.
+    ``start`` is when ``train`` was called (wall time and time to first step)."""
+    pipe = Pipeline(cfg, actors, counters, cb.on_dispatch)
+    step = pipe.sync()
     target = min(cfg.outer.steps, until_step) if until_step is not None else cfg.outer.steps
     if cb.on_start:
         cb.on_start(rd.location, cfg, step)
     result = TrainResult(rd.location, cfg, step, {}, counters)
-    tasks, loop_start, limit = 0, time.perf_counter(), cfg.runtime.time_limit_s
+    diagnostics = representation_diagnostics(cfg)
+    loop_start, limit = time.perf_counter(), cfg.runtime.time_limit_s
     try:
-        while step < target and not stop.requested:
-            t0 = time.perf_counter()
-            try:
-                grads_refs, per_shard, timing = runner.compute(step, server.get.remote())
-            except StaleStepError:
-                stats = None
-            else:
-                stats = apply_step(server, step, grads_refs, counters, cfg)
-            if stats is None:  # the server restarted from a checkpoint: continue from its step
-                step = server_get(server.get_step.remote(), cfg, "get_step()")
-                continue
-            step_s = time.perf_counter() - t0
-            tasks += cfg.runtime.meta_batch
-            result.first_step_s = result.first_step_s or time.perf_counter() - start
-            metrics = _step_metrics(cfg, per_shard, stats, timing, step_s, counters)
-            last = step + 1 >= target or stop.requested
-            if diagnostics is not None and (step % cfg.tracking.log_every == 0 or last):
-                metrics |= diagnostics(final_params(server, cfg)[1])
-            result.history.append((step, metrics))
-            reporter.step(step, metrics, last)
-            step += 1
-            if cb.on_step:
-                cb.on_step(step, metrics)
-            if limit is not None and step < target and time.perf_counter() - loop_start >= limit:
-                log.info("runtime.time_limit_s=%g reached after %d of %d steps", limit, step, cfg.outer.steps)
-                result.stopped_by_time_limit = True
+        while True:
+            ending = stop.requested or result.stopped_by_time_limit
+            while not ending and not pipe.full() and pipe.next_step < target:
+                pipe.submit()
+            if not pipe.inflight:
                 break
+            done = pipe.collect()
+            if done is None:  # the server restarted: the pipeline goes on from its step
+                continue
+            result.first_step_s = result.first_step_s or time.perf_counter() - start
+            _record(cfg, result, reporter, done, diagnostics, last=done.step + 1 >= target or ending)
+            if cb.on_step:
+                cb.on_step(done.step + 1, done.metrics)
+            if (limit is not None and not result.stopped_by_time_limit and done.step + 1 < target
+                    and time.perf_counter() - loop_start >= limit):
+                log.info("runtime.time_limit_s=%g reached after %d of %d steps", limit, done.step + 1, cfg.outer.steps)
+                result.stopped_by_time_limit = True
     except StepAbandoned as exc:
-        log.warning("step %d abandoned (%s)", step, exc)
+        log.warning("step %d abandoned (%s)", pipe.next_step, exc)
     stop.disarm()
     if stop.requested:
         result.stopped_by_signal = stop.signum
-    uri = server_get(server.checkpoint.remote(), cfg, "checkpoint()")
-    result.step, result.params = final_params(server, cfg)
+    uri = server_get(actors.servers[0].checkpoint.remote(), cfg, "checkpoint()")
+    for server in actors.servers[1:]:
+        server_get(server.checkpoint.remote(), cfg, "checkpoint()")
+    result.step, result.params = final_params(actors, cfg)
     if stop.requested:
         log.warning("stopped by %s at step %d of %d; checkpoint %s; continue with --resume",
                     signal.Signals(stop.signum).name, result.step, cfg.outer.steps, uri)
     result.wall_s = time.perf_counter() - start
-    result.tasks_per_s = tasks / max(sum(m["step_s"] for _, m in result.history), 1e-9)
+    steps_s = sum(m["step_s"] for _, m in result.history)
+    result.tasks_per_s = cfg.runtime.meta_batch * len(result.history) / max(steps_s, 1e-9)
     return result
+
+
+def _record(cfg: RunConfig, result: TrainResult, reporter: Reporter, done: Collected,
+            diagnostics: Callable[[Params], dict[str, float]] | None, last: bool) -> None:
+    """One collected step into the history and the tracker (with the diagnostics when due)."""
+    metrics = done.metrics
+    if diagnostics is not None and (done.step % cfg.tracking.log_every == 0 or last):
+        import ray
+
+        states = ray.get(done.params_ref, timeout=cfg.runtime.server_timeout_s)
+        metrics |= diagnostics({k: v for _, part in states for k, v in part.items()})
+    result.history.append((done.step, metrics))
+    reporter.step(done.step, metrics, last)

@@ -15,41 +15,60 @@ from typing import Any
 
 import torch
 
-from distmeta.config import validate
-from distmeta.runtime.server import ShardResult, StaleStepError
+from distmeta.config import RunConfig, validate
+from distmeta.runtime.server import StaleStepError, State, server_partition
 from distmeta.runtime.sources import task_source
+from distmeta.runtime.tree import Block, aligned_blocks, combine, presum
 from distmeta.types import Params
+
+
+def set_determinism(cfg: RunConfig) -> None:
+    """``runtime.deterministic``: deterministic torch kernels (and cuDNN), for bit-identity on
+    GPUs; cuBLAS needs its workspace setting before CUDA starts."""
+    if not cfg.runtime.deterministic:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 class MetaWorker:
     def __init__(self, config: dict[str, Any]) -> None:
         self.cfg = validate(config)
+        set_determinism(self.cfg)
         torch.set_num_threads(self.cfg.runtime.threads_per_worker)
         self.device = torch.device("cuda" if self.cfg.runtime.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu")
         self.dtype = getattr(torch, self.cfg.runtime.dtype)
         self.model = self.cfg.model.build().to(self.device, self.dtype)
         self.rule = self.cfg.algorithm.build()
         self.source = task_source(self.cfg)
+        self.parts = server_partition(self.cfg)
 
-    def compute(self, step: int, state: tuple[int, Params], shards: list[int]) -> tuple[dict[str, Any], list[ShardResult]]:
-        """(status, results): per-shard gradient sums go to the server, the small status
-        (metric sums, timings) to the driver."""
-        server_step, params = state
-        if server_step != step:
-            raise StaleStepError(f"worker got parameters of step {server_step} for step {step}")
+    def compute(self, step: int, shards: list[int], *states: State) -> tuple[Any, ...]:
+        """(status, blocks for server shard 0, ..., blocks for server shard K-1): the status
+        (metric sums, timings) goes to the driver; each server shard gets this worker's
+        maximal aligned blocks (:mod:`distmeta.runtime.tree`) of its own parameters."""
+        params: Params = {}
+        for server_step, part in states:
+            if server_step != step:
+                raise StaleStepError(f"worker got parameters of step {server_step} for step {step}")
+            params |= part
         start = time.perf_counter()
-        params = {k: v.to(self.device) for k, v in params.items()}
-        results: list[ShardResult] = []
+        params = {k: v.to(self.device, non_blocking=True) for k, v in params.items()}
+        leaves: dict[int, tuple[Params, int]] = {}
         metrics: dict[int, dict[str, float]] = {}
         for shard in shards:
             batch = self.source.sample(self.cfg.runtime.tasks_per_shard, self.cfg.seed, step, shard)
             mg = self.rule.meta_gradient(self.model, params, batch.to(self.device, self.dtype))
-            results.append((shard, {k: g.detach().cpu() for k, g in mg.grads.items()}, mg.n_tasks))
+            leaves[shard] = ({k: g.detach() for k, g in mg.grads.items()}, mg.n_tasks)
             metrics[shard] = mg.metrics
+        blocks = presum(leaves, self.cfg.runtime.logical_shards)
+        out = [[(lo, hi, {k: grads[k].cpu() for k in part}, n) for lo, hi, grads, n in blocks] for part in self.parts]
         status = {"shards": list(shards), "metrics": metrics, "compute_s": time.perf_counter() - start,
                   "pid": os.getpid(), "host": socket.gethostname(),
                   "skipped_files": list(getattr(self.source, "skipped", []))}
-        return status, results
+        return (status, *out)
 
     def pid(self) -> int:
         return os.getpid()
@@ -65,3 +84,19 @@ class MetaWorker:
             return ray.get_runtime_context().get_node_id()
         except Exception:  # not inside a Ray worker
             return None
+
+
+class NodeAggregator:
+    """Sums the blocks of the workers on one node into that node's maximal aligned blocks, so
+    the server receives one gradient per node (when the node's shards form one tree node)."""
+
+    def __init__(self, n_shards: int) -> None:
+        self.n_shards = n_shards
+
+    def combine(self, *block_lists: list[Block]) -> list[Block]:
+        blocks = [b for blocks in block_lists for b in blocks]
+        shards = [s for lo, hi, _, _ in blocks for s in range(lo, hi)]
+        return combine(blocks, self.n_shards, aligned_blocks(shards, self.n_shards))
+
+    def pid(self) -> int:
+        return os.getpid()

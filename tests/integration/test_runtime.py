@@ -4,6 +4,7 @@ killed worker, after a killed server, and after stop + resume."""
 import contextlib
 import os
 import signal
+import time
 
 import psutil
 import pytest
@@ -108,7 +109,8 @@ def test_a_time_limit_stops_evaluates_and_resumes_bit_identical(reference, tmp_p
     run_dir = str(tmp_path / "run")
     first = train(config("runtime.workers=2", "runtime.time_limit_s=0.001", "eval.episodes=16"), run_dir=run_dir)
     assert first.stopped_by_time_limit
-    assert first.step == 1
+    assert 1 <= first.step <= 1 + first.config.runtime.max_lag  # the steps already in flight complete
+    assert [s for s, _ in first.history] == list(range(first.step))
     assert first.evaluation is not None
     resumed = train(resume=run_dir, overrides=["runtime.time_limit_s=null"])
     assert resumed.step == 8 and not resumed.stopped_by_time_limit
@@ -154,3 +156,26 @@ def test_hung_worker_times_out_and_its_shards_move(reference, tmp_path):
                 os.kill(pid, signal.SIGCONT)
     assert stopped and result.counters.retries >= 1
     assert same(result.params, reference.params)
+
+
+@pytest.mark.parametrize("key,value", [("runtime.gpus_per_worker", 1), ("runtime.cpus_per_worker", 64)])
+def test_more_resources_than_the_cluster_has_is_an_error_naming_the_key_at_once(ray_session, tmp_path, key, value):
+    from distmeta.errors import ConfigError
+
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        train(config("runtime.workers=2", f"{key}={value}"), run_dir=str(tmp_path / "run"))
+    assert time.monotonic() - start < 30
+
+
+def test_two_server_shards_and_a_killed_shard_give_the_same_bits(reference, tmp_path):
+    """``runtime.server_shards=2``: each shard owns part of the parameters; a killed shard
+    restores the newest complete checkpoint and the other is brought back to it."""
+    two = config("runtime.workers=2", "runtime.server_shards=2")
+    plain = train(two, run_dir=str(tmp_path / "plain"))
+    killed = []
+    kill_shard = signal_at(5, lambda runner: runner.servers[1], signal.SIGKILL, killed)
+    faulty = train(two, run_dir=str(tmp_path / "faulty"), callbacks=Callbacks(on_dispatch=kill_shard))
+    assert killed and faulty.counters.server_restarts >= 1
+    assert same(faulty.params, plain.params)
+    assert same(plain.params, reference.params)  # and the same as one server
