@@ -50,7 +50,7 @@ def time_apply(width: int, shards: int, repeats: int) -> dict[str, Any]:
         server = ParameterServer(server_config(width, shards), run_dir)
         torch.set_num_threads(1)  # the server sets its own thread count; keep one core
         # distinct tensors per shard, as the workers send: summing them streams R * P floats
-        results = [[(r, {k: torch.randn_like(v) * 1e-3 for k, v in server.params.items()}, 1)]
+        results = [[(r, r + 1, {k: torch.randn_like(v) * 1e-3 for k, v in server.params.items()}, 1)]
                    for r in range(shards)]
         timing = time_call(lambda: server.apply(server.step, *results), repeats=repeats, warmup=1)
         n_params = sum(v.numel() for v in server.params.values())
