@@ -179,3 +179,17 @@ def test_two_server_shards_and_a_killed_shard_give_the_same_bits(reference, tmp_
     assert killed and faulty.counters.server_restarts >= 1
     assert same(faulty.params, plain.params)
     assert same(plain.params, reference.params)  # and the same as one server
+
+
+def test_a_driver_dying_mid_pipeline_resumes_bit_identical(reference, tmp_path):
+    """The driver's loop dies with steps in flight (as if killed); its run dir resumes."""
+    def die(step, runner):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(config("runtime.workers=2", "runtime.max_lag=3"), run_dir=run_dir, callbacks=Callbacks(on_dispatch=die))
+    resumed = train(resume=run_dir)
+    assert resumed.step == 8 and resumed.history[0][0] < 5
+    assert same(resumed.params, reference.params)
