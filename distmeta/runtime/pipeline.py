@@ -39,6 +39,7 @@ from distmeta.runtime.driver import (
     sync_servers,
 )
 from distmeta.runtime.tree import deal
+from distmeta.types import Params
 
 log = logging.getLogger(__name__)
 PING_TIMEOUT_S = 2.0
@@ -131,6 +132,13 @@ class Pipeline:
                 else:
                     inputs[j] += [refs[j] for refs in group]
         return inputs
+
+    def params(self, done: Collected) -> Params:
+        """The parameters after a collected step, merged from every server shard."""
+        import ray
+
+        states = ray.get(done.params_ref, timeout=self.cfg.runtime.server_timeout_s)
+        return {k: v for _, part in states for k, v in part.items()}
 
     # -- collection ------------------------------------------------------------------------
     def collect(self) -> Collected | None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from distmeta.tracking import (
     run_tags,
     training_curves,
 )
+from distmeta.types import Params
 
 log = logging.getLogger(__name__)
 TRACKING_FILE = "tracking.json"
@@ -40,13 +43,36 @@ def _local_dir(rd: RunDir) -> Path:
 
 
 class Reporter:
-    def __init__(self, cfg: RunConfig, rd: RunDir) -> None:
-        self.cfg, self.rd = cfg, rd
+    """Everything the driver learns of a run: the one history of per-step metrics (with the
+    diagnostics when due), throughput, the time limit, and what goes to the tracker."""
+
+    def __init__(self, cfg: RunConfig, rd: RunDir,
+                 diagnostics: Callable[[Params], dict[str, float]] | None = None) -> None:
+        self.cfg, self.rd, self.diagnostics = cfg, rd, diagnostics
         self.local = _local_dir(rd)
         t = cfg.tracking
         self.tracker: Tracker = (MlflowTracker(t.uri, t.experiment, self.local, system_metrics=t.system_metrics)
                                  if t.enabled else NullTracker())
-        self.history: dict[str, list[tuple[int, float]]] = {}
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self.loop_start = time.perf_counter()
+
+    def time_up(self) -> bool:
+        """Whether ``runtime.time_limit_s`` has passed since the step loop started."""
+        limit = self.cfg.runtime.time_limit_s
+        return limit is not None and time.perf_counter() - self.loop_start >= limit
+
+    def tasks_per_s(self) -> float:
+        """Tasks over the summed step times of the steps this session collected."""
+        steps_s = sum(m["step_s"] for _, m in self.history)
+        return self.cfg.runtime.meta_batch * len(self.history) / max(steps_s, 1e-9)
+
+    def record(self, step: int, metrics: dict[str, float], params: Callable[[], Params], last: bool) -> dict[str, float]:
+        """One collected step: diagnostics when due (``params`` fetches the parameters after
+        it), the history, the tracker every ``tracking.log_every`` steps."""
+        if self.diagnostics is not None and (step % self.cfg.tracking.log_every == 0 or last):
+            metrics = metrics | self.diagnostics(params())
+        self.step(step, metrics, last)
+        return metrics
 
     @property
     def run_id(self) -> str | None:
@@ -65,8 +91,7 @@ class Reporter:
             self.rd.write_text(TRACKING_FILE, json.dumps({"run_id": run_id, "uri": self.tracking_uri}))
 
     def step(self, step: int, metrics: dict[str, float], last: bool) -> None:
-        for k, v in metrics.items():
-            self.history.setdefault(k, []).append((step, v))
+        self.history.append((step, metrics))
         if step % self.cfg.tracking.log_every == 0 or last:
             self.tracker.log_metrics(step, {f"train/{k}": v for k, v in metrics.items()})
 
@@ -91,9 +116,10 @@ class Reporter:
             ckpt = self.local / "final.pt"
             torch.save(load_checkpoint(self.rd, step), ckpt)  # every server shard's part, merged
             self.tracker.log_artifact(str(ckpt), "checkpoints")
-        curves = {k: v for k, v in self.history.items()
-                  if k in ("query_loss", "query_loss_before", "query_acc", "grad_norm", "tasks_per_s",
-                           "principal_angle_distance")}
+        curves = {k: [(s, m[k]) for s, m in self.history if k in m]
+                  for k in ("query_loss", "query_loss_before", "query_acc", "grad_norm", "tasks_per_s",
+                            "principal_angle_distance")}
+        curves = {k: v for k, v in curves.items() if v}
         if curves:
             self.tracker.log_artifact(str(training_curves(curves, self.local / "training_curves.png")), "plots")
         if evaluation is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import time
@@ -12,7 +13,7 @@ from typing import Any
 from distmeta.config import RunConfig
 from distmeta.runtime.cluster import connect
 from distmeta.runtime.driver import Counters, final_params, make_actors, release, server_get
-from distmeta.runtime.pipeline import Collected, Pipeline
+from distmeta.runtime.pipeline import Pipeline
 from distmeta.runtime.report import Reporter
 from distmeta.runtime.resume import open_run
 from distmeta.runtime.stop import StepAbandoned, StopRequest
@@ -102,7 +103,7 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
     result: TrainResult | None = None
     status = "FAILED"
     with StopRequest(rt.stop_grace_s) as stop:
-        reporter = Reporter(cfg, rd)
+        reporter = Reporter(cfg, rd, representation_diagnostics(cfg))
         actors = make_actors(cfg, rd.location)
         try:
             import ray
@@ -131,18 +132,17 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
 
 def _loop(cfg: RunConfig, rd: RunDir, actors: Any, counters: Counters, cb: Callbacks,
           until_step: int | None, reporter: Reporter, start: float, stop: StopRequest) -> TrainResult:
-    """Submit ahead (up to ``runtime.max_lag`` steps), collect in order. A stop request or the
-    time limit ends submission; the steps in flight are still collected (an abandoned one ends
-    the loop at once). Either way the loop ends with a checkpoint at the server's step.
-    ``start`` is when ``train`` was called (wall time and time to first step)."""
+    """Submit ahead (up to ``runtime.max_lag`` steps), collect in order, hand each step to the
+    reporter. A stop request or the time limit ends submission; the steps in flight are still
+    collected (an abandoned one ends the loop at once). Either way the loop ends with a
+    checkpoint at the server's step. ``start`` is when ``train`` was called."""
     pipe = Pipeline(cfg, actors, counters, cb.on_dispatch)
     step = pipe.sync()
     target = min(cfg.outer.steps, until_step) if until_step is not None else cfg.outer.steps
     if cb.on_start:
         cb.on_start(rd.location, cfg, step)
-    result = TrainResult(rd.location, cfg, step, {}, counters)
-    diagnostics = representation_diagnostics(cfg)
-    loop_start, limit = time.perf_counter(), cfg.runtime.time_limit_s
+    result = TrainResult(rd.location, cfg, step, {}, counters, history=reporter.history)
+    reporter.loop_start = time.perf_counter()
     try:
         while True:
             ending = stop.requested or result.stopped_by_time_limit
@@ -154,12 +154,13 @@ def _loop(cfg: RunConfig, rd: RunDir, actors: Any, counters: Counters, cb: Callb
             if done is None:  # the server restarted: the pipeline goes on from its step
                 continue
             result.first_step_s = result.first_step_s or time.perf_counter() - start
-            _record(cfg, result, reporter, done, diagnostics, last=done.step + 1 >= target or ending)
+            metrics = reporter.record(done.step, done.metrics, functools.partial(pipe.params, done),
+                                      last=done.step + 1 >= target or ending)
             if cb.on_step:
-                cb.on_step(done.step + 1, done.metrics)
-            if (limit is not None and not result.stopped_by_time_limit and done.step + 1 < target
-                    and time.perf_counter() - loop_start >= limit):
-                log.info("runtime.time_limit_s=%g reached after %d of %d steps", limit, done.step + 1, cfg.outer.steps)
+                cb.on_step(done.step + 1, metrics)
+            if not result.stopped_by_time_limit and done.step + 1 < target and reporter.time_up():
+                log.info("runtime.time_limit_s=%g reached after %d of %d steps", cfg.runtime.time_limit_s,
+                         done.step + 1, cfg.outer.steps)
                 result.stopped_by_time_limit = True
     except StepAbandoned as exc:
         log.warning("step %d abandoned (%s)", pipe.next_step, exc)
@@ -173,20 +174,5 @@ def _loop(cfg: RunConfig, rd: RunDir, actors: Any, counters: Counters, cb: Callb
     if stop.requested:
         log.warning("stopped by %s at step %d of %d; checkpoint %s; continue with --resume",
                     signal.Signals(stop.signum).name, result.step, cfg.outer.steps, uri)
-    result.wall_s = time.perf_counter() - start
-    steps_s = sum(m["step_s"] for _, m in result.history)
-    result.tasks_per_s = cfg.runtime.meta_batch * len(result.history) / max(steps_s, 1e-9)
+    result.wall_s, result.tasks_per_s = time.perf_counter() - start, reporter.tasks_per_s()
     return result
-
-
-def _record(cfg: RunConfig, result: TrainResult, reporter: Reporter, done: Collected,
-            diagnostics: Callable[[Params], dict[str, float]] | None, last: bool) -> None:
-    """One collected step into the history and the tracker (with the diagnostics when due)."""
-    metrics = done.metrics
-    if diagnostics is not None and (done.step % cfg.tracking.log_every == 0 or last):
-        import ray
-
-        states = ray.get(done.params_ref, timeout=cfg.runtime.server_timeout_s)
-        metrics |= diagnostics({k: v for _, part in states for k, v in part.items()})
-    result.history.append((done.step, metrics))
-    reporter.step(done.step, metrics, last)
