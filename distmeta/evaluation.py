@@ -89,7 +89,9 @@ def evaluate_run(target: str, split: str | None = None, steps: int | None = None
         from distmeta.runtime.report import Reporter
 
         reporter = Reporter(cfg, rd)
-        reporter.start(nodes=1)
-        reporter.log_evaluation(report)
+        reporter.start_child(f"eval-{report.split}-step{state['step']}", {
+            "split": report.split, "episodes": report.episodes, "inner_steps": len(report.steps) - 1,
+            "checkpoint_step": state["step"]})
+        reporter.log_evaluation(report, int(state["step"]))
         reporter.tracker.end("FINISHED")
     return report

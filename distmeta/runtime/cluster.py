@@ -60,7 +60,9 @@ def connect(address: str | None = None, num_cpus: float | None = None, num_gpus:
         log.info("joined Ray cluster at %s", address)
         return RaySession(False, address, getattr(info, "dashboard_url", None))
     cpus = max(float(os.cpu_count() or 1), num_cpus or 0.0)
-    info = ray.init(num_cpus=int(-(-cpus // 1)), num_gpus=num_gpus, include_dashboard=dashboard,
+    # address="local": a new instance of our own, even where another one (`ray start`, another
+    # run) is up on this machine; joining one is what --address / RAY_ADDRESS are for.
+    info = ray.init(address="local", num_cpus=int(-(-cpus // 1)), num_gpus=num_gpus, include_dashboard=dashboard,
                     dashboard_host=LOOPBACK, object_store_memory=object_store_mb * 2**20,
                     log_to_driver=True, logging_level=level)
     log.info("started a local Ray instance (%s CPUs) on %s", cpus, LOOPBACK)

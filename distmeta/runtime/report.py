@@ -35,11 +35,51 @@ log = logging.getLogger(__name__)
 TRACKING_FILE = "tracking.json"
 
 
+SPILLED = ("unsent_metrics.jsonl", "unsent_params.json")
+"""The tracker's spill files (:mod:`distmeta.tracking.spill`), kept in ``RUN_DIR/tracking``."""
+
+
 def _local_dir(rd: RunDir) -> Path:
-    """Where spill files go: inside a local run dir, else a local temporary folder."""
+    """Where spill files go: inside a local run dir, else a local staging folder that
+    :class:`SpillMirror` keeps in step with ``RUN_DIR/tracking`` on the URI."""
     if rd.location.startswith("/"):
         return Path(rd.location) / "tracking"
     return Path(tempfile.mkdtemp(prefix="distmeta-tracking-"))
+
+
+class SpillMirror:
+    """For a run dir on a URI (s3://, gs://, file://): the spill files live in the run dir.
+    They are fetched into the local staging folder at start (so a resumed run re-sends what
+    an earlier attempt could not) and written back whenever they change."""
+
+    def __init__(self, rd: RunDir, local: Path) -> None:
+        self.rd, self.local = rd, local
+        self.seen: dict[str, tuple[int, int] | None] = {}
+        local.mkdir(parents=True, exist_ok=True)
+        for name in SPILLED:
+            if rd.exists(f"tracking/{name}"):
+                (local / name).write_bytes(rd.read_bytes(f"tracking/{name}"))
+                log.info("re-sending %s from %s", name, rd.uri("tracking"))
+            self.seen[name] = self._stamp(name)
+
+    def _stamp(self, name: str) -> tuple[int, int] | None:
+        path = self.local / name
+        if not path.exists():
+            return None
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns
+
+    def sync(self) -> None:
+        for name in SPILLED:
+            stamp = self._stamp(name)
+            if stamp == self.seen.get(name):
+                continue
+            if stamp is None:
+                if self.rd.exists(f"tracking/{name}"):
+                    self.rd.delete(f"tracking/{name}")
+            else:
+                self.rd.write_bytes(f"tracking/{name}", (self.local / name).read_bytes())
+            self.seen[name] = stamp
 
 
 class Reporter:
@@ -55,6 +95,14 @@ class Reporter:
                                  if t.enabled else NullTracker())
         self.history: list[tuple[int, dict[str, float]]] = []
         self.loop_start = time.perf_counter()
+        self.mirror = SpillMirror(rd, self.local) if not rd.location.startswith("/") else None
+
+    def _sync(self) -> None:
+        if self.mirror is not None:
+            try:
+                self.mirror.sync()
+            except Exception as exc:  # the run dir's store is down: try again at the next log step
+                log.warning("could not write the tracking spill files to %s: %s", self.rd.uri("tracking"), exc)
 
     def time_up(self) -> bool:
         """Whether ``runtime.time_limit_s`` has passed since the step loop started."""
@@ -90,10 +138,18 @@ class Reporter:
         if run_id:
             self.rd.write_text(TRACKING_FILE, json.dumps({"run_id": run_id, "uri": self.tracking_uri}))
 
+    def start_child(self, name: str, params: dict[str, Any]) -> str | None:
+        """A new run nested under this run dir's training run (``distmeta eval``): the
+        training run itself is never re-opened, so its tags and end time stay as they were."""
+        parent = json.loads(self.rd.read_text(TRACKING_FILE)).get("run_id")
+        tags = run_tags(run_dir=self.rd.location) | ({"mlflow.parentRunId": parent} if parent else {})
+        return self.tracker.start(name, params, tags)
+
     def step(self, step: int, metrics: dict[str, float], last: bool) -> None:
         self.history.append((step, metrics))
         if step % self.cfg.tracking.log_every == 0 or last:
             self.tracker.log_metrics(step, {f"train/{k}": v for k, v in metrics.items()})
+            self._sync()
 
     def finish(self, step: int | None, evaluation: Any | None, status: str = "FINISHED") -> None:
         """Artifacts (config, final checkpoint, plots, evaluation table), then end the run."""
@@ -102,6 +158,7 @@ class Reporter:
         except Exception as exc:  # reporting must never lose the run itself
             log.warning("could not write the run's artifacts: %s", exc)
         self.tracker.end(status)
+        self._sync()
 
     def _artifacts(self, step: int | None, evaluation: Any | None) -> None:
         self.local.mkdir(parents=True, exist_ok=True)
@@ -123,15 +180,20 @@ class Reporter:
         if curves:
             self.tracker.log_artifact(str(training_curves(curves, self.local / "training_curves.png")), "plots")
         if evaluation is not None:
-            self.log_evaluation(evaluation)
+            self.log_evaluation(evaluation, step or 0)
 
-    def log_evaluation(self, report: Any) -> None:
+    def log_evaluation(self, report: Any, step: int) -> None:
+        """The meta-test at training step ``step``; the adaptation curve with the inner step
+        as its step (``eval/<split>/curve/*``); the table and the plot as artifacts."""
         final = {f"eval/{report.split}/query_loss_pre": report.loss[0],
                  f"eval/{report.split}/query_loss_post": report.loss[-1]}
         if report.acc is not None:
             final |= {f"eval/{report.split}/query_acc_pre": report.acc[0],
                       f"eval/{report.split}/query_acc_post": report.acc[-1]}
-        self.tracker.log_metrics(0, final)
+        self.tracker.log_metrics(step, final)
+        for i, inner in enumerate(report.steps):
+            self.tracker.log_metrics(int(inner), {f"eval/{report.split}/curve/query_loss": report.loss[i]} | (
+                {f"eval/{report.split}/curve/query_acc": report.acc[i]} if report.acc is not None else {}))
         self.tracker.log_dict({"split": report.split, "episodes": report.episodes, "rows": report.table()},
                               f"eval/{report.split}_table.json")
         self.local.mkdir(parents=True, exist_ok=True)

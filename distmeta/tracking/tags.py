@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import getpass
 import importlib.metadata
+import json
 import logging
 import os
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
+COMMIT_ENV = "DISTMETA_GIT_COMMIT"
+"""Where the commit comes from when the code has no ``.git`` (``ray job submit``'s working
+dir, a Docker image: ``cluster/Dockerfile`` sets it from its ``GIT_COMMIT`` build argument,
+beside the ``org.opencontainers.image.revision`` label)."""
+RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def package_version(name: str) -> str | None:
@@ -37,9 +46,47 @@ def _git(args: list[str], repo_dir: str | os.PathLike[str] | None) -> str | None
 
 
 def git_commit(repo_dir: str | os.PathLike[str] | None = None) -> str | None:
-    """``git rev-parse HEAD`` in ``repo_dir``, or ``None`` (see :func:`_git`)."""
+    """``git rev-parse HEAD`` in ``repo_dir``, else ``$DISTMETA_GIT_COMMIT``, else ``None``."""
     commit = (_git(["rev-parse", "HEAD"], repo_dir) or "").strip()
-    return commit or None
+    return commit or os.environ.get(COMMIT_ENV, "").strip() or None
+
+
+def ray_job() -> dict[str, str]:
+    """The Ray job this driver belongs to: its id and, under ``ray job submit``, the
+    submission id (from the job config Ray hands the entrypoint)."""
+    out: dict[str, str] = {}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            out["ray.job_id"] = ray.get_runtime_context().get_job_id()
+    except Exception as exc:  # not inside Ray
+        logger.debug("no Ray job id: %s", exc)
+    raw = os.environ.get(RAY_JOB_CONFIG_ENV)
+    if raw:
+        try:
+            submission = json.loads(raw).get("metadata", {}).get("job_submission_id")
+        except (ValueError, AttributeError):
+            submission = None
+        if submission:
+            out["ray.job_submission_id"] = str(submission)
+    return out
+
+
+def source_tags(argv: list[str] | None = None) -> dict[str, str]:
+    """MLflow's context tags (the UI's User and Source) and the command line: ``mlflow.user``,
+    ``mlflow.source.name``, ``mlflow.source.type`` (JOB under ``ray job submit``, else LOCAL),
+    ``distmeta.command``."""
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = os.environ.get("USER", "unknown")
+    name = Path(argv[0]).name if argv else "distmeta"
+    command = shlex.join(["distmeta", *argv[1:]] if name in ("distmeta", "cli.py", "__main__.py") else argv)
+    return {"mlflow.user": user, "mlflow.source.name": "distmeta" if name in ("cli.py", "__main__.py") else name,
+            "mlflow.source.type": "JOB" if os.environ.get(RAY_JOB_CONFIG_ENV) else "LOCAL",
+            "distmeta.command": command}
 
 
 def git_dirty(repo_dir: str | os.PathLike[str] | None = None) -> bool | None:
@@ -60,8 +107,9 @@ def run_tags(
 
     Keys: ``distmeta.version``, ``ray.version``, ``mlflow.source.git.commit`` (MLflow shows it
     in the UI) and ``distmeta.git_commit``, ``distmeta.git_dirty`` (uncommitted changes to
-    tracked files), ``distmeta.nodes``, ``distmeta.workers``,
-    ``distmeta.run_dir``; entries that are unknown are left out. ``extra`` is added last.
+    tracked files), ``distmeta.nodes``, ``distmeta.workers``, ``distmeta.run_dir`` (a URI as
+    given), the context tags of :func:`source_tags` and the Ray job of :func:`ray_job`;
+    entries that are unknown are left out. ``extra`` is added last.
     """
     tags: dict[str, str] = {}
     for key, dist in (("distmeta.version", "distmeta"), ("ray.version", "ray")):
@@ -78,6 +126,8 @@ def run_tags(
     if workers is not None:
         tags["distmeta.workers"] = str(workers)
     if run_dir is not None:
-        tags["distmeta.run_dir"] = str(Path(run_dir).resolve())
+        location = str(run_dir)
+        tags["distmeta.run_dir"] = location if "://" in location else str(Path(location).resolve())
+    tags |= source_tags() | ray_job()
     tags.update(extra or {})
     return tags

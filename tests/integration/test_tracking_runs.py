@@ -66,6 +66,7 @@ def test_params_metrics_tags_and_artifacts_read_back(local_run):
     ev = result.evaluation
     assert run.data.metrics["eval/test/query_loss_post"] == pytest.approx(ev.post)
     assert run.data.metrics["eval/test/query_loss_pre"] == pytest.approx(ev.pre)
+    assert [m.step for m in client.get_metric_history(result.run_id, "eval/test/query_loss_post")] == [6]
     files = artifact_paths(client, result.run_id)
     for name in ("config.yaml", "checkpoints/final.pt", "plots/training_curves.png",
                  "plots/adaptation_test.png", "eval/test_table.json"):
@@ -74,14 +75,33 @@ def test_params_metrics_tags_and_artifacts_read_back(local_run):
     assert config["algorithm"]["inner_lr"] == 0.02
 
 
-def test_eval_command_reports_adaptation_with_confidence_intervals(local_run):
+def test_eval_command_reports_adaptation_with_confidence_intervals_in_a_child_run(local_run):
     result, uri = local_run
+    client = MlflowClient(tracking_uri=uri)
+    before = client.get_run(result.run_id)
     report = evaluate_run(result.run_dir, steps=5, episodes=100)
     assert report.episodes == 100 and report.steps == [0, 1, 2, 3, 4, 5]
     assert report.post < report.pre
     assert all(ci > 0 for ci in report.loss_ci95)
-    run = MlflowClient(tracking_uri=uri).get_run(result.run_id)
-    assert run.data.metrics["eval/test/query_loss_post"] == pytest.approx(report.post)
+    after = client.get_run(result.run_id)  # the training run is not re-opened
+    assert after.info.end_time == before.info.end_time and after.data.tags == before.data.tags
+    children = client.search_runs([before.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert len(children) == 1
+    child = children[0]
+    assert child.data.metrics["eval/test/query_loss_post"] == pytest.approx(report.post)
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "eval/test/query_loss_post")] == [6]
+    curve = sorted(client.get_metric_history(child.info.run_id, "eval/test/curve/query_loss"), key=lambda m: m.step)
+    assert [m.step for m in curve] == [0, 1, 2, 3, 4, 5]
+    assert [m.value for m in curve] == pytest.approx(report.loss)
+
+
+def test_runs_carry_user_source_command_and_ray_job(local_run):
+    result, uri = local_run
+    tags = MlflowClient(tracking_uri=uri).get_run(result.run_id).data.tags
+    for key in ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "distmeta.command", "ray.job_id"):
+        assert tags.get(key), key
+    assert tags["mlflow.source.type"] == "LOCAL"
 
 
 def test_resume_continues_the_same_mlflow_run(ray_session, tmp_path):
@@ -110,17 +130,22 @@ def test_tracking_server_that_dies_mid_run(ray_session, tmp_path):
             if step == 3:
                 server.stop()
 
-        dead = train(cfg, run_dir=str(tmp_path / "dead"), callbacks=Callbacks(on_step=stop_server),
-                     evaluate_at_end=False)
+        dead_dir = f"file://{tmp_path}/dead"  # a URI run dir: the spill files live in it all the same
+        dead = train(cfg, run_dir=dead_dir, callbacks=Callbacks(on_step=stop_server), evaluate_at_end=False)
         assert dead.step == 8
+        spill_file = tmp_path / "dead" / "tracking" / "unsent_metrics.jsonl"
+        spilled = {r["step"]: r["value"] for r in map(json.loads, open(spill_file)) if r["key"] == "train/query_loss"}
         server.start()  # back up, to read what reached it before it went away
-        sent = dict(metric_history(MlflowClient(tracking_uri=server.uri), dead.run_id, "train/query_loss"))
+        client = MlflowClient(tracking_uri=server.uri)
+        sent = dict(metric_history(client, dead.run_id, "train/query_loss"))
+        assert {4, 6, 7} <= set(spilled)  # logged after the server stopped: kept in the run directory
+        assert sorted(set(sent) | set(spilled)) == [0, 2, 4, 6, 7]  # nothing lost
+        by_step = dict(dead.history)
+        for step, value in (sent | spilled).items():
+            assert value == pytest.approx(by_step[step]["query_loss"])
+        again = train(resume=dead_dir, evaluate_at_end=False)  # resuming re-sends what was spilled
+        assert again.run_id == dead.run_id
+        assert [s for s, _ in metric_history(client, dead.run_id, "train/query_loss")] == [0, 2, 4, 6, 7]
+        assert not spill_file.exists()
     finally:
         server.stop()
-    spilled = {r["step"]: r["value"] for r in map(json.loads, open(tmp_path / "dead" / "tracking" / "unsent_metrics.jsonl"))
-               if r["key"] == "train/query_loss"}
-    assert {4, 6, 7} <= set(spilled)  # logged after the server stopped: kept in the run directory
-    assert sorted(set(sent) | set(spilled)) == [0, 2, 4, 6, 7]  # nothing lost
-    by_step = dict(dead.history)
-    for step, value in (sent | spilled).items():
-        assert value == pytest.approx(by_step[step]["query_loss"])

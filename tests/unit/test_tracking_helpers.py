@@ -193,3 +193,24 @@ def test_plots_write_pngs(tmp_path: Path) -> None:
         adaptation_curve([0, 1, 2, 3], [0.1, 0.2, 0.3], [0.1] * 4, tmp_path / "x.png", "acc")
     with pytest.raises(ValueError, match="'empty'"):
         training_curves({"empty": []}, tmp_path / "y.png")
+
+
+def test_commit_from_the_environment_when_there_is_no_git(tmp_path, monkeypatch):
+    from distmeta.tracking.tags import git_commit, run_tags
+
+    monkeypatch.setenv("DISTMETA_GIT_COMMIT", "abc123")
+    assert git_commit(tmp_path) == "abc123"  # tmp_path is not a work tree
+    tags = run_tags(run_dir="s3://bucket/runs/r1", repo_dir=tmp_path)
+    assert tags["mlflow.source.git.commit"] == "abc123"
+    assert tags["distmeta.run_dir"] == "s3://bucket/runs/r1"  # a URI stays as given
+
+
+def test_a_submitted_job_is_a_job_source_with_its_submission_id(monkeypatch):
+    import json
+
+    from distmeta.tracking.tags import ray_job, source_tags
+
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"metadata": {"job_submission_id": "raysubmit_x"}}))
+    assert ray_job()["ray.job_submission_id"] == "raysubmit_x"
+    tags = source_tags(["/usr/bin/distmeta", "train", "configs/a.yaml", "outer.lr=1e-3"])
+    assert tags["mlflow.source.type"] == "JOB" and tags["distmeta.command"] == "distmeta train configs/a.yaml outer.lr=1e-3"
