@@ -79,6 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from distmeta.runtime.train import Callbacks, train
 
     path, overrides = _split_config_and_overrides(args.items)
+    overrides += [f"tracking.register={args.register}"] if args.register else []
     if path is None and (not args.resume or args.resume == "auto"):
         raise ConfigError("train: give a config file (e.g. configs/sinusoid_maml.yaml) or --resume RUN_DIR")
     cfg = load_config(path, overrides) if path is not None else None
@@ -169,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "holds no run, continue it when it holds the same config (for requeued and retried jobs)")
     t.add_argument("--until-step", type=int, default=None, help="stop after this step (resume later with --resume)")
     t.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
+    t.add_argument("--register", default=None, metavar="NAME",
+                   help="also register the logged MLflow model under NAME (tracking.register)")
     t.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                    help="when stdout is not a terminal: one progress line every SECONDS (default 30)")
     t.set_defaults(func=cmd_train)

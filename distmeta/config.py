@@ -221,11 +221,16 @@ class DataConfig(Section):
 
 
 class TrackingConfig(Section):
+    """MLflow: where (``uri``), what (``log_model``: the final parameters as a pyfunc model,
+    ``register``: also under this registered-model name) and how often."""
+
     enabled: bool = True
     uri: str | None = None
     experiment: str = "distmeta"
     log_every: int = Field(10, ge=1)
     system_metrics: bool = True
+    log_model: bool = True
+    register: str | None = None
 
 
 class CheckpointConfig(Section):

@@ -115,6 +115,8 @@ def print_summary(result: Any) -> None:
         rows.append(("MLflow run", result.run_id))
         uri = result.tracking_uri or ""
         rows.append(("open the UI", f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else uri))
+    if getattr(result, "model_uri", None):
+        rows.append(("MLflow model", result.model_uri))
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)

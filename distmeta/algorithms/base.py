@@ -112,6 +112,20 @@ class AdaptingRule:
         support loss (iMAML adds a proximal term)."""
         return None
 
+    # -- prediction ------------------------------------------------------------------------
+    def predict(self, model: nn.Module, params: Params, batch: EpisodeBatch, steps: int | None = None) -> Tensor:
+        """Model outputs ``[T, Q, ...]`` on each task's query inputs after ``steps`` inner steps
+        on its support set (default ``inner_steps``): what :meth:`evaluate` scores at that step."""
+        steps = self.inner_steps if steps is None else steps
+        names = adapted_names(params, self.adapt)
+        outs = []
+        for part in slices(batch, self.vectorize, self.chunk_size):
+            c = Chunk.make(model, params, names, part, self.vectorize)
+            fast, _ = inner_sgd(c, steps, self.inner_lr, False, self.inner_objective(c)) if steps else (c.start, None)
+            with torch.no_grad():
+                outs.append(c.outputs(fast, part.query_x))
+        return torch.cat(outs)
+
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch,
                  steps: int | None = None) -> Evaluation:

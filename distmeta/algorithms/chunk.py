@@ -56,6 +56,13 @@ class Chunk:
         loss, acc = one(adapted, x[0], y[0])
         return loss.unsqueeze(0), acc.unsqueeze(0)
 
+    def outputs(self, adapted: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """Per-task model outputs ``[T, N, ...]`` with ``adapted`` parameters on inputs ``x``."""
+        def one(p: Mapping[str, Tensor], xi: Tensor) -> Tensor:
+            return forward(self.model, {**self.frozen, **p}, xi)
+
+        return vmap(one)(adapted, x) if self.batched else one(adapted, x[0]).unsqueeze(0)
+
     def support(self, adapted: Mapping[str, Tensor]) -> Tensor:
         return self.losses(adapted, self.batch.support_x, self.batch.support_y)[0]
 

@@ -192,6 +192,14 @@ class Manifest:
         return cls(uri, (ShardRow.from_record(r, path) for r in table.to_pylist()))
 
     @property
+    def digest(self) -> str:
+        """A digest of the dataset: sha256 over every shard file's path and sha256, in order."""
+        h = hashlib.sha256()
+        for row in self.rows:
+            h.update(f"{row.path}\0{row.sha256}\n".encode())
+        return h.hexdigest()
+
+    @property
     def splits(self) -> list[str]:
         return sorted({r.split for r in self.rows})
 

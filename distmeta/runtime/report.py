@@ -96,6 +96,7 @@ class Reporter:
         self.history: list[tuple[int, dict[str, float]]] = []
         self.loop_start = time.perf_counter()
         self.mirror = SpillMirror(rd, self.local) if not rd.location.startswith("/") else None
+        self.model_uri: str | None = None
 
     def _sync(self) -> None:
         if self.mirror is not None:
@@ -137,6 +138,10 @@ class Reporter:
         run_id = self.tracker.start(name, self.cfg.to_dict(), tags, resume_run_id=previous)
         if run_id:
             self.rd.write_text(TRACKING_FILE, json.dumps({"run_id": run_id, "uri": self.tracking_uri}))
+            if previous is None:
+                from distmeta.runtime.sources import dataset_input
+
+                self.tracker.log_dataset(**dataset_input(self.cfg))
 
     def start_child(self, name: str, params: dict[str, Any]) -> str | None:
         """A new run nested under this run dir's training run (``distmeta eval``): the
@@ -154,13 +159,13 @@ class Reporter:
     def finish(self, step: int | None, evaluation: Any | None, status: str = "FINISHED") -> None:
         """Artifacts (config, final checkpoint, plots, evaluation table), then end the run."""
         try:
-            self._artifacts(step, evaluation)
+            self._artifacts(step, evaluation, status)
         except Exception as exc:  # reporting must never lose the run itself
             log.warning("could not write the run's artifacts: %s", exc)
         self.tracker.end(status)
         self._sync()
 
-    def _artifacts(self, step: int | None, evaluation: Any | None) -> None:
+    def _artifacts(self, step: int | None, evaluation: Any | None, status: str) -> None:
         self.local.mkdir(parents=True, exist_ok=True)
         config = self.local / "config.yaml"
         config.write_text(self.cfg.to_yaml())
@@ -171,8 +176,13 @@ class Reporter:
             import torch
 
             ckpt = self.local / "final.pt"
-            torch.save(load_checkpoint(self.rd, step), ckpt)  # every server shard's part, merged
+            final = load_checkpoint(self.rd, step)  # every server shard's part, merged
+            torch.save(final, ckpt)
             self.tracker.log_artifact(str(ckpt), "checkpoints")
+            if status == "FINISHED" and self.cfg.tracking.log_model and self.run_id:
+                params = self.local / "model_params.pt"
+                torch.save({"step": step, "params": final["params"]}, params)
+                self._log_model(config, params)
         curves = {k: [(s, m[k]) for s, m in self.history if k in m]
                   for k in ("query_loss", "query_loss_before", "query_acc", "grad_norm", "tasks_per_s",
                             "principal_angle_distance")}
@@ -181,6 +191,18 @@ class Reporter:
             self.tracker.log_artifact(str(training_curves(curves, self.local / "training_curves.png")), "plots")
         if evaluation is not None:
             self.log_evaluation(evaluation, step or 0)
+
+    def _log_model(self, config: Path, params: Path) -> None:
+        """The final parameters as an MLflow pyfunc model, with a signature from two held-out
+        episodes (:mod:`distmeta.tracking.model`)."""
+        from distmeta.runtime.sources import evaluation_batches
+        from distmeta.tracking.model import log_model
+
+        batch = next(iter(evaluation_batches(self.cfg, None, 2)))
+        example = {"support_x": batch.support_x.numpy(), "support_y": batch.support_y.numpy(),
+                   "query_x": batch.query_x.numpy()}
+        self.model_uri = log_model(self.tracking_uri, self.run_id, str(config), str(params), example,
+                                   self.cfg.tracking.register)
 
     def log_evaluation(self, report: Any, step: int) -> None:
         """The meta-test at training step ``step``; the adaptation curve with the inner step

@@ -50,6 +50,7 @@ class TrainResult:
     tracking_uri: str | None = None
     stopped_by_time_limit: bool = False
     stopped_by_signal: int | None = None
+    model_uri: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -127,6 +128,8 @@ def train(cfg: RunConfig | None = None, *, run_dir: str | None = None, resume: s
             release(actors)
             done = result if status in ("FINISHED", "KILLED") else None
             reporter.finish(done.step if done else None, done.evaluation if done else None, status)
+            if result is not None:
+                result.model_uri = reporter.model_uri
             session.shutdown()
 
 

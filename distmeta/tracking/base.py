@@ -34,6 +34,11 @@ class Tracker(Protocol):
         """Upload the file or directory ``local_path`` under ``artifact_path``."""
         ...
 
+    def log_dataset(self, name: str, digest: str, source_type: str, source: str,
+                    profile: Mapping[str, Any], context: str = "training") -> None:
+        """Record the run's dataset as an input, with its digest and source."""
+        ...
+
     def log_dict(self, data: Any, artifact_file: str) -> None:
         """Store JSON-serialisable ``data`` (e.g. an evaluation table) as ``artifact_file``."""
         ...
@@ -71,6 +76,10 @@ class NullTracker:
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         """Drop the artifact."""
+
+    def log_dataset(self, name: str, digest: str, source_type: str, source: str,
+                    profile: Mapping[str, Any], context: str = "training") -> None:
+        """Drop the dataset."""
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
         """Drop the data."""

@@ -230,6 +230,26 @@ class MlflowTracker:
         else:
             self._spill_pending = False
 
+    # ----------------------------------------------------------------- inputs
+    def log_dataset(self, name: str, digest: str, source_type: str, source: str,
+                    profile: Mapping[str, Any], context: str = "training") -> None:
+        """Record the run's dataset as an MLflow input (the UI's Datasets column); a failure
+        to send it is a warning, never a lost run."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        run_id = self.run_id
+        if run_id is None:
+            return
+        entity = DatasetInput(Dataset(name=name, digest=digest[:36], source_type=source_type, source=source,
+                                      profile=json.dumps(dict(profile), sort_keys=True)),
+                              tags=[InputTag("mlflow.data.context", context)])
+        try:
+            self._retrier.call("log dataset", lambda: self._client.log_inputs(run_id, datasets=[entity]))
+        except TrackingError as exc:
+            logger.warning("dataset input %s not recorded in MLflow: %s", name, exc)
+
     # ----------------------------------------------------------------- artifacts
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         """Upload file or directory ``local_path`` under ``artifact_path``; on failure its path

@@ -102,6 +102,9 @@ def test_runs_carry_user_source_command_and_ray_job(local_run):
     for key in ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "distmeta.command", "ray.job_id"):
         assert tags.get(key), key
     assert tags["mlflow.source.type"] == "LOCAL"
+    inputs = MlflowClient(tracking_uri=uri).get_run(result.run_id).inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.name == "sinusoid" and len(inputs[0].dataset.digest) > 8
+    assert inputs[0].tags[0].value == "training"
 
 
 def test_resume_continues_the_same_mlflow_run(ray_session, tmp_path):
@@ -149,3 +152,25 @@ def test_tracking_server_that_dies_mid_run(ray_session, tmp_path):
         assert not spill_file.exists()
     finally:
         server.stop()
+
+
+def test_the_logged_model_adapts_and_predicts_with_the_eval_commands_score(local_run):
+    """The pyfunc adapts on each support set and predicts the query set; on the held-out
+    episodes its error equals ``distmeta eval``'s at the same inner step."""
+    import mlflow
+    import numpy as np
+
+    from distmeta.runtime.sources import evaluation_batches
+
+    result, uri = local_run
+    assert result.model_uri
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    assert {s.name for s in model.metadata.get_input_schema().inputs} == {"support_x", "support_y", "query_x"}
+    report = evaluate_run(result.run_dir, steps=3, episodes=50, log_to_tracker=False)
+    errors = []
+    for batch in evaluation_batches(result.config, None, 50):
+        pred = model.predict({"support_x": batch.support_x.numpy(), "support_y": batch.support_y.numpy(),
+                              "query_x": batch.query_x.numpy()}, params={"inner_steps": 3})
+        errors.append(((pred - batch.query_y.numpy()) ** 2).mean(axis=(1, 2)))
+    assert float(np.concatenate(errors).mean()) == pytest.approx(report.loss[3], rel=1e-5)

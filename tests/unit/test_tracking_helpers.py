@@ -214,3 +214,21 @@ def test_a_submitted_job_is_a_job_source_with_its_submission_id(monkeypatch):
     assert ray_job()["ray.job_submission_id"] == "raysubmit_x"
     tags = source_tags(["/usr/bin/distmeta", "train", "configs/a.yaml", "outer.lr=1e-3"])
     assert tags["mlflow.source.type"] == "JOB" and tags["distmeta.command"] == "distmeta train configs/a.yaml outer.lr=1e-3"
+
+
+def test_a_packed_dataset_is_described_by_its_manifest(tmp_path):
+    from distmeta.config import load_config
+    from distmeta.data import ShardLayout, pack_procedural
+    from distmeta.runtime.sources import dataset_input
+    from distmeta.tasks import Sinusoid
+
+    data = tmp_path / "sine"
+    pack_procedural(Sinusoid(shots=10, query=10), str(data), {"train": 40, "test": 20}, layout=ShardLayout(maxcount=10))
+    info = dataset_input(load_config(None, [f"data.path={data}"]))
+    assert info["name"] == "sine" and info["source"] == str(data) and info["source_type"] == "local"
+    assert info["profile"]["episodes"] == {"test": 20, "train": 40} and info["profile"]["files"] == 6
+    (data / "train-000000.tar").write_bytes(b"changed")  # the digest follows the manifest, not the files
+    assert dataset_input(load_config(None, [f"data.path={data}"]))["digest"] == info["digest"]
+    other = tmp_path / "other"
+    pack_procedural(Sinusoid(shots=10, query=10), str(other), {"train": 30}, layout=ShardLayout(maxcount=10))
+    assert dataset_input(load_config(None, [f"data.path={other}"]))["digest"] != info["digest"]
