@@ -1,4 +1,4 @@
-"""``distmeta train | eval | config | data | bench``.
+"""``distmeta train | sweep | eval | config | data | bench``.
 
 Errors in what the user gave (config keys, files, values) print one line naming the key or
 file and exit with status 2, without a traceback. ``key=value`` overrides may stand anywhere
@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from distmeta.runtime.train import Callbacks, train
 
     path, overrides = _split_config_and_overrides(args.items)
-    overrides += [f"tracking.register={args.register}"] if args.register else []
+    overrides += [f"tracking.registered_model={args.register}"] if args.register else []
     if path is None and (not args.resume or args.resume == "auto"):
         raise ConfigError("train: give a config file (e.g. configs/sinusoid_maml.yaml) or --resume RUN_DIR")
     cfg = load_config(path, overrides) if path is not None else None
@@ -94,6 +94,21 @@ def cmd_train(args: argparse.Namespace) -> int:
                        evaluate_at_end=not args.no_eval)
     print_summary(result)
     return result.exit_code
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from distmeta.config import load_config
+    from distmeta.progress import print_sweep
+    from distmeta.runtime.sweep import run_sweep
+
+    path, overrides = _split_config_and_overrides(args.items)
+    if path is None:
+        raise ConfigError("sweep: give a config file, then --grid key=value1,value2 ...")
+    result = run_sweep(load_config(path, overrides), args.grid, args.dir, samples=args.samples,
+                       max_concurrent=args.max_concurrent, metric=args.metric, eval_every=args.eval_every,
+                       eval_episodes=args.eval_episodes, address=args.address)
+    print_sweep(result)
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -171,10 +186,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--until-step", type=int, default=None, help="stop after this step (resume later with --resume)")
     t.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
     t.add_argument("--register", default=None, metavar="NAME",
-                   help="also register the logged MLflow model under NAME (tracking.register)")
+                   help="also register the logged MLflow model under NAME (tracking.registered_model)")
     t.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                    help="when stdout is not a terminal: one progress line every SECONDS (default 30)")
     t.set_defaults(func=cmd_train)
+
+    w = sub.add_parser("sweep", help="a grid of training runs on Ray Tune, with ASHA early stopping", **common)
+    w.add_argument("-h", "--help", action=KeysHelp)
+    _verbose(w, argparse.SUPPRESS)
+    _config_items(w)
+    w.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="values of one config key to try (repeat for more keys: their product is the grid)")
+    w.add_argument("--samples", type=int, default=1, help="repeats of the grid (default 1)")
+    w.add_argument("--max-concurrent", type=int, default=1, help="trials running at once (default 1)")
+    w.add_argument("--metric", default="val_query_loss", choices=["val_query_loss", "val_query_acc"],
+                   help="what ASHA and the best config go by: post-adaptation loss or accuracy on val tasks")
+    w.add_argument("--eval-every", type=int, default=50, metavar="STEPS", help="validate every STEPS steps")
+    w.add_argument("--eval-episodes", type=int, default=100, help="validation episodes per report")
+    w.add_argument("--dir", default=None, help="sweep directory (default runs/sweep-NAME-TIME); "
+                   "the same command with the same --dir continues an interrupted sweep")
+    w.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    w.set_defaults(func=cmd_sweep)
 
     c = sub.add_parser("config", help="print the resolved config (defaults filled in, overrides applied)", **common)
     c.add_argument("-h", "--help", action=KeysHelp)

@@ -222,7 +222,8 @@ class DataConfig(Section):
 
 class TrackingConfig(Section):
     """MLflow: where (``uri``), what (``log_model``: the final parameters as a pyfunc model,
-    ``register``: also under this registered-model name) and how often."""
+    ``registered_model``: also register it under this name), how often, and under which parent
+    run (``parent_run_id``: a sweep's)."""
 
     enabled: bool = True
     uri: str | None = None
@@ -230,7 +231,8 @@ class TrackingConfig(Section):
     log_every: int = Field(10, ge=1)
     system_metrics: bool = True
     log_model: bool = True
-    register: str | None = None
+    registered_model: str | None = None
+    parent_run_id: str | None = None
 
 
 class CheckpointConfig(Section):

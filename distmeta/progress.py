@@ -125,3 +125,22 @@ def print_summary(result: Any) -> None:
         print_evaluation(ev)
         verdict = "meta-learning worked" if ev.post < ev.pre else "no gain from adaptation yet"
         console.print(f"post-adaptation query loss {ev.post:.4f} vs pre-adaptation {ev.pre:.4f}: [bold]{verdict}[/]")
+
+
+def print_sweep(result: Any) -> None:
+    """The trials' table, the best config's path and the parent MLflow run."""
+    rows = result.rows
+    keys = [k for k in (rows[0] if rows else {}) if k not in ("trial", "status", "step", "val_query_loss",
+                                                              "val_query_acc", "error")]
+    table = Table(title=f"distmeta sweep: {len(rows)} trials in {result.wall_s:.0f} s")
+    for col in ["trial", *keys, "status", "step", "val loss", "val acc"]:
+        table.add_column(col)
+    fmt = lambda v: "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    for r in rows:
+        table.add_row(str(r["trial"]), *[fmt(r[k]) for k in keys], r["status"] + (f" ({r['error']})" if r["error"] else ""),
+                      fmt(r["step"]), fmt(r["val_query_loss"]), fmt(r["val_query_acc"]))
+    console.print(table)
+    for name, where in result.outputs.items():
+        console.print(f"{name}: {where}")
+    if result.parent_run_id:
+        console.print(f"MLflow run of the sweep: {result.parent_run_id} (one nested run per trial)")

@@ -40,6 +40,7 @@ class Pool:
     actors: list[Any]
     placement_group: Any
     down: set[int] = field(default_factory=set)
+    owns_placement_group: bool = True
 
     def live(self) -> list[int]:
         return [i for i in range(len(self.actors)) if i not in self.down]
@@ -129,7 +130,6 @@ def check_resources(cfg: RunConfig) -> None:
 def make_actors(cfg: RunConfig, run_dir: str) -> Actors:
     """The server(s), the worker pool and the node aggregators, as restartable actors."""
     ray = _ray()
-    from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import (
         NodeAffinitySchedulingStrategy,
         PlacementGroupSchedulingStrategy,
@@ -137,25 +137,21 @@ def make_actors(cfg: RunConfig, run_dir: str) -> Actors:
 
     rt = cfg.runtime
     config = cfg.to_dict()
-    check_resources(cfg)
+    pg, first = ray.util.get_current_placement_group(), 1  # inside a sweep trial: its bundles 1..N
+    owned = pg is None
+    if owned:
+        check_resources(cfg)
+        pg, first = worker_placement_group(cfg), 0
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+    server_place = here if owned else PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)
     servers = [ray.remote(ParameterServer).options(  # beside the driver, where the run dir is
-        num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=here).remote(config, run_dir, k)
+        num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=server_place).remote(config, run_dir, k)
         for k in range(rt.server_shards)]
-    bundle = {"CPU": rt.cpus_per_worker} | ({"GPU": rt.gpus_per_worker} if rt.gpus_per_worker else {})
-    pg = placement_group([bundle] * rt.workers, strategy="SPREAD" if rt.placement == "spread" else "PACK")
-    ready, _ = ray.wait([pg.ready()], timeout=max(rt.step_timeout_s, rt.placement_wait_s))
-    if not ready:
-        ray.util.remove_placement_group(pg)
-        raise StepFailed(f"runtime.workers={rt.workers} x {bundle} could not be placed within "
-                         f"{max(rt.step_timeout_s, rt.placement_wait_s):g} s (free: {ray.available_resources()}); "
-                         "other jobs hold the resources, or lower runtime.workers or cpus_per_worker")
     actor = ray.remote(MetaWorker)
     workers = [actor.options(num_cpus=rt.cpus_per_worker, num_gpus=rt.gpus_per_worker, max_restarts=-1,
-                             max_task_retries=0,
-                             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
-                             ).remote(config) for i in range(rt.workers)]
-    actors = Actors(servers, Pool(workers, pg))
+                             max_task_retries=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                                 pg, placement_group_bundle_index=first + i)).remote(config) for i in range(rt.workers)]
+    actors = Actors(servers, Pool(workers, pg, owns_placement_group=owned))
     nodes = server_get([w.node_id.remote() for w in workers], cfg, "the workers' node ids")
     actors.node_of = {i: node for i, node in enumerate(nodes) if node}
     if rt.node_aggregation:
@@ -168,6 +164,29 @@ def make_actors(cfg: RunConfig, run_dir: str) -> Actors:
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n, soft=True)).remote(rt.logical_shards)
             for n in sorted(crowded)}
     return actors
+
+
+def worker_bundle(cfg: RunConfig) -> dict[str, float]:
+    rt = cfg.runtime
+    return {"CPU": rt.cpus_per_worker} | ({"GPU": rt.gpus_per_worker} if rt.gpus_per_worker else {})
+
+
+def worker_placement_group(cfg: RunConfig) -> Any:
+    """A placement group with one bundle per worker, spread over nodes (or packed)."""
+    ray = _ray()
+    from ray.util.placement_group import placement_group
+
+    rt = cfg.runtime
+    bundle = worker_bundle(cfg)
+    pg = placement_group([bundle] * rt.workers, strategy="SPREAD" if rt.placement == "spread" else "PACK")
+    wait_s = max(rt.step_timeout_s, rt.placement_wait_s)
+    ready, _ = ray.wait([pg.ready()], timeout=wait_s)
+    if not ready:
+        ray.util.remove_placement_group(pg)
+        raise StepFailed(f"runtime.workers={rt.workers} x {bundle} could not be placed within {wait_s:g} s "
+                         f"(free: {ray.available_resources()}); other jobs hold the resources, or lower "
+                         "runtime.workers or cpus_per_worker")
+    return pg
 
 
 def final_params(actors: Actors, cfg: RunConfig) -> tuple[int, Params]:
@@ -184,6 +203,7 @@ def release(actors: Actors) -> None:
         except Exception as exc:  # already gone
             log.debug("kill: %s", exc)
     try:
-        ray.util.remove_placement_group(actors.pool.placement_group)
+        if actors.pool.owns_placement_group:
+            ray.util.remove_placement_group(actors.pool.placement_group)
     except Exception as exc:
         log.debug("remove_placement_group: %s", exc)

@@ -134,7 +134,9 @@ class Reporter:
     def start(self, nodes: int) -> None:
         previous = json.loads(self.rd.read_text(TRACKING_FILE)).get("run_id") if self.rd.exists(TRACKING_FILE) else None
         name = self.rd.location.rstrip("/").rsplit("/", 1)[-1]
-        tags = run_tags(nodes=nodes, workers=self.cfg.runtime.workers, run_dir=self.rd.location)
+        parent = self.cfg.tracking.parent_run_id
+        tags = run_tags(nodes=nodes, workers=self.cfg.runtime.workers, run_dir=self.rd.location,
+                        extra={"mlflow.parentRunId": parent} if parent else None)
         run_id = self.tracker.start(name, self.cfg.to_dict(), tags, resume_run_id=previous)
         if run_id:
             self.rd.write_text(TRACKING_FILE, json.dumps({"run_id": run_id, "uri": self.tracking_uri}))
@@ -202,7 +204,7 @@ class Reporter:
         example = {"support_x": batch.support_x.numpy(), "support_y": batch.support_y.numpy(),
                    "query_x": batch.query_x.numpy()}
         self.model_uri = log_model(self.tracking_uri, self.run_id, str(config), str(params), example,
-                                   self.cfg.tracking.register)
+                                   self.cfg.tracking.registered_model)
 
     def log_evaluation(self, report: Any, step: int) -> None:
         """The meta-test at training step ``step``; the adaptation curve with the inner step

@@ -18,6 +18,10 @@ from distmeta.types import EpisodeBatch
 EVAL_SEED_OFFSET = 1_000_003
 """Procedural evaluation tasks use ``seed + EVAL_SEED_OFFSET``: a stream training never draws."""
 
+EVAL_STREAMS = {"test": 0, "val": 1}
+"""Procedural held-out tasks: each split draws its own stream, so tuning on ``val`` never
+sees the ``test`` tasks."""
+
 OMNIGLOT_ENV = "DISTMETA_OMNIGLOT"
 DEFAULT_OMNIGLOT = "~/.cache/distmeta/omniglot"
 
@@ -78,8 +82,9 @@ def evaluation_batches(cfg: RunConfig, split: str | None = None, episodes: int |
             yield b
         return
     source = task_source(cfg, split)
+    stream = EVAL_STREAMS.get(split, len(EVAL_STREAMS))
     for i, start in enumerate(range(0, episodes, batch)):
-        yield source.sample(min(batch, episodes - start), cfg.seed + EVAL_SEED_OFFSET, i, 0)
+        yield source.sample(min(batch, episodes - start), cfg.seed + EVAL_SEED_OFFSET, i, stream)
 
 
 def dataset_input(cfg: RunConfig) -> dict[str, Any]:

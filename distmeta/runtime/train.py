@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 class Callbacks:
     """Hooks: ``on_start(run_dir, cfg, first_step)``, ``on_dispatch(step, runner)`` (after a
     step's work is sent, before it is collected; ``runner.pool``/``runner.server`` are the
-    actors), ``on_step(step, metrics)``."""
+    actors), ``on_step(step, metrics)``, ``on_validate(step, params)`` every ``validate_every``
+    steps and at the last (a sweep's validation)."""
 
     on_start: Callable[[str, RunConfig, int], None] | None = None
     on_dispatch: Callable[[int, Any], None] | None = None
     on_step: Callable[[int, dict[str, float]], None] | None = None
+    on_validate: Callable[[int, Params], None] | None = None
+    validate_every: int = 0
 
 
 @dataclass
@@ -161,6 +164,9 @@ def _loop(cfg: RunConfig, rd: RunDir, actors: Any, counters: Counters, cb: Callb
                                       last=done.step + 1 >= target or ending)
             if cb.on_step:
                 cb.on_step(done.step + 1, metrics)
+            if cb.on_validate and cb.validate_every and ((done.step + 1) % cb.validate_every == 0
+                                                         or done.step + 1 >= target):
+                cb.on_validate(done.step + 1, pipe.params(done))
             if not result.stopped_by_time_limit and done.step + 1 < target and reporter.time_up():
                 log.info("runtime.time_limit_s=%g reached after %d of %d steps", cfg.runtime.time_limit_s,
                          done.step + 1, cfg.outer.steps)

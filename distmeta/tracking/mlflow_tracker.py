@@ -230,6 +230,24 @@ class MlflowTracker:
         else:
             self._spill_pending = False
 
+    def end_children(self, status_by_run_dir: Mapping[str, str]) -> int:
+        """End the runs nested under this one that are still RUNNING (a sweep's trials that
+        were stopped or failed), with the status given for their run dir (else KILLED)."""
+        if self.run_id is None:
+            return 0
+        run_id = self.run_id
+        try:
+            experiment = self._client.get_run(run_id).info.experiment_id
+            children = self._client.search_runs(
+                [experiment], filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'")
+            for child in children:
+                status = status_by_run_dir.get(child.data.tags.get("distmeta.run_dir", ""), "KILLED")
+                self._client.set_terminated(child.info.run_id, check_status(status))
+            return len(children)
+        except Exception as exc:  # the server is down: the runs stay RUNNING, the sweep goes on
+            logger.warning("could not end the nested runs of %s: %s", run_id, exc)
+            return 0
+
     # ----------------------------------------------------------------- inputs
     def log_dataset(self, name: str, digest: str, source_type: str, source: str,
                     profile: Mapping[str, Any], context: str = "training") -> None:
