@@ -86,8 +86,10 @@ def log_model(tracking_uri: str, run_id: str, config_path: str, params_path: str
         probe = _python_model()
         probe.load_context(SimpleNamespace(artifacts=artifacts))
         sig = signature(example, probe.predict(None, example))
-        mlflow.set_tracking_uri(tracking_uri)
-        with mlflow.start_run(run_id=run_id):
+        # MLflow's fluent API, for this call only: the process's tracking URI is left as it was
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        with _use_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(name=ARTIFACT_PATH, python_model=_python_model(), artifacts=artifacts,
                                            signature=sig, input_example=example, registered_model_name=register)
         logger.info("logged the model %s%s", info.model_uri, f", registered as {register}" if register else "")

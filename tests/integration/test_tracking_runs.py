@@ -154,7 +154,7 @@ def test_tracking_server_that_dies_mid_run(ray_session, tmp_path):
         server.stop()
 
 
-def test_the_logged_model_adapts_and_predicts_with_the_eval_commands_score(local_run):
+def test_the_logged_model_adapts_and_predicts_with_the_eval_commands_score(local_run, monkeypatch):
     """The pyfunc adapts on each support set and predicts the query set; on the held-out
     episodes its error equals ``distmeta eval``'s at the same inner step."""
     import mlflow
@@ -164,7 +164,7 @@ def test_the_logged_model_adapts_and_predicts_with_the_eval_commands_score(local
 
     result, uri = local_run
     assert result.model_uri
-    mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     model = mlflow.pyfunc.load_model(result.model_uri)
     assert {s.name for s in model.metadata.get_input_schema().inputs} == {"support_x", "support_y", "query_x"}
     report = evaluate_run(result.run_dir, steps=3, episodes=50, log_to_tracker=False)
