@@ -189,10 +189,15 @@ def worker_placement_group(cfg: RunConfig) -> Any:
     return pg
 
 
+def merge_states(states: list[tuple[int, Params]]) -> Params:
+    """The whole model's parameters from every server shard's ``(step, part)``."""
+    return {k: v for _, part in states for k, v in part.items()}
+
+
 def final_params(actors: Actors, cfg: RunConfig) -> tuple[int, Params]:
     """(step, params) merged from every server shard."""
     states = server_get([s.get.remote() for s in actors.servers], cfg, "get()")
-    return states[0][0], {k: v for _, part in states for k, v in part.items()}
+    return states[0][0], merge_states(states)
 
 
 def release(actors: Actors) -> None:

@@ -35,6 +35,7 @@ from distmeta.runtime.driver import (
     StepFailed,
     is_actor_failure,
     is_stale,
+    merge_states,
     server_get,
     sync_servers,
 )
@@ -135,10 +136,8 @@ class Pipeline:
 
     def params(self, done: Collected) -> Params:
         """The parameters after a collected step, merged from every server shard."""
-        import ray
 
-        states = ray.get(done.params_ref, timeout=self.cfg.runtime.server_timeout_s)
-        return {k: v for _, part in states for k, v in part.items()}
+        return merge_states(server_get(done.params_ref, self.cfg, f"the state after step {done.step}"))
 
     # -- collection ------------------------------------------------------------------------
     def collect(self) -> Collected | None:
@@ -149,7 +148,7 @@ class Pipeline:
         sub = self.inflight.popleft()
         metrics, timing = self._statuses(sub)
         try:
-            stats = [server_get(ref, self.cfg, f"apply(step={sub.step})") for ref in sub.stats]
+            stats = server_get(sub.stats, self.cfg, f"apply(step={sub.step})")
         except Exception as exc:
             if not (is_stale(exc) or is_actor_failure(exc) or isinstance(exc, ray.exceptions.RayTaskError)):
                 raise

@@ -134,9 +134,8 @@ class Reporter:
     def start(self, nodes: int) -> None:
         previous = json.loads(self.rd.read_text(TRACKING_FILE)).get("run_id") if self.rd.exists(TRACKING_FILE) else None
         name = self.rd.location.rstrip("/").rsplit("/", 1)[-1]
-        parent = self.cfg.tracking.parent_run_id
         tags = run_tags(nodes=nodes, workers=self.cfg.runtime.workers, run_dir=self.rd.location,
-                        extra={"mlflow.parentRunId": parent} if parent else None)
+                        parent_run_id=self.cfg.tracking.parent_run_id)
         run_id = self.tracker.start(name, self.cfg.to_dict(), tags, resume_run_id=previous)
         if run_id:
             self.rd.write_text(TRACKING_FILE, json.dumps({"run_id": run_id, "uri": self.tracking_uri}))
@@ -149,7 +148,7 @@ class Reporter:
         """A new run nested under this run dir's training run (``distmeta eval``): the
         training run itself is never re-opened, so its tags and end time stay as they were."""
         parent = json.loads(self.rd.read_text(TRACKING_FILE)).get("run_id")
-        tags = run_tags(run_dir=self.rd.location) | ({"mlflow.parentRunId": parent} if parent else {})
+        tags = run_tags(run_dir=self.rd.location, parent_run_id=parent)
         return self.tracker.start(name, params, tags)
 
     def step(self, step: int, metrics: dict[str, float], last: bool) -> None:

@@ -73,11 +73,9 @@ def lr_at(cfg: RunConfig, step: int) -> float:
     return outer.lr * factor
 
 
-def server_partition(cfg: RunConfig) -> list[list[str]]:
-    """Which parameter names each of ``runtime.server_shards`` servers owns."""
-    model = cfg.model.build()
-    params = cfg.algorithm.build().init_params(model)
-    return partition({k: v.numel() for k, v in params.items()}, cfg.runtime.server_shards)
+def server_partition(params: Params, shards: int) -> list[list[str]]:
+    """Which parameter names each of ``shards`` servers owns (by the parameters' sizes)."""
+    return partition({k: v.numel() for k, v in params.items()}, shards)
 
 
 def tree_total(block_lists: tuple[list[Block], ...], n_shards: int) -> tuple[Params, int, int]:
@@ -102,7 +100,7 @@ class ParameterServer:
         self.shard, self.shards = shard, self.cfg.runtime.server_shards
         full = initial_params(self.cfg)
         self.order = list(full)
-        names = partition({k: v.numel() for k, v in full.items()}, self.shards)[shard]
+        names = server_partition(full, self.shards)[shard]
         self.params = {k: full[k].requires_grad_(True) for k in names}
         self.optimizer = self._make_optimizer()
         self.step, self.skipped = 0, 0

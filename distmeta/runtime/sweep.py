@@ -14,7 +14,6 @@ interrupted sweep from where Tune left it.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -133,10 +132,6 @@ def best_config(rows: list[dict[str, Any]], sweep: Sweep) -> dict[str, Any] | No
     best = (min if sweep.mode == "min" else max)(scored, key=lambda r: r[sweep.metric])
     cfg = validate(apply_overrides(sweep.base, [f"{k}={json.dumps(best[k])}" for k in sweep.grid]))
     return {**cfg.to_dict(), "run_dir": None}
-
-
-def grid_size(grid: dict[str, list[Any]]) -> int:
-    return len(list(itertools.product(*grid.values())))
 
 
 def write_outputs(directory: str, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> dict[str, str]:

@@ -176,9 +176,7 @@ def _loop(cfg: RunConfig, rd: RunDir, actors: Any, counters: Counters, cb: Callb
     stop.disarm()
     if stop.requested:
         result.stopped_by_signal = stop.signum
-    uri = server_get(actors.servers[0].checkpoint.remote(), cfg, "checkpoint()")
-    for server in actors.servers[1:]:
-        server_get(server.checkpoint.remote(), cfg, "checkpoint()")
+    uri = server_get([s.checkpoint.remote() for s in actors.servers], cfg, "checkpoint()")[0]
     result.step, result.params = final_params(actors, cfg)
     if stop.requested:
         log.warning("stopped by %s at step %d of %d; checkpoint %s; continue with --resume",

@@ -43,7 +43,7 @@ class MetaWorker:
         self.model = self.cfg.model.build().to(self.device, self.dtype)
         self.rule = self.cfg.algorithm.build()
         self.source = task_source(self.cfg)
-        self.parts = server_partition(self.cfg)
+        self.parts = server_partition(self.rule.init_params(self.model), self.cfg.runtime.server_shards)
 
     def compute(self, step: int, shards: list[int], *states: State) -> tuple[Any, ...]:
         """(status, blocks for server shard 0, ..., blocks for server shard K-1): the status

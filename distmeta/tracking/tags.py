@@ -102,13 +102,15 @@ def run_tags(
     run_dir: str | os.PathLike[str] | None = None,
     repo_dir: str | os.PathLike[str] | None = None,
     extra: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
 ) -> dict[str, str]:
     """Tags for a training run: versions, git commit, cluster shape and run directory.
 
     Keys: ``distmeta.version``, ``ray.version``, ``mlflow.source.git.commit`` (MLflow shows it
     in the UI) and ``distmeta.git_commit``, ``distmeta.git_dirty`` (uncommitted changes to
     tracked files), ``distmeta.nodes``, ``distmeta.workers``, ``distmeta.run_dir`` (a URI as
-    given), the context tags of :func:`source_tags` and the Ray job of :func:`ray_job`;
+    given), the context tags of :func:`source_tags`, the Ray job of :func:`ray_job` and
+    ``mlflow.parentRunId`` for a nested run;
     entries that are unknown are left out. ``extra`` is added last.
     """
     tags: dict[str, str] = {}
@@ -129,5 +131,7 @@ def run_tags(
         location = str(run_dir)
         tags["distmeta.run_dir"] = location if "://" in location else str(Path(location).resolve())
     tags |= source_tags() | ray_job()
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id  # nested under it in the MLflow UI
     tags.update(extra or {})
     return tags
