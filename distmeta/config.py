@@ -88,14 +88,18 @@ class OpenSection(Section):
                                  for n, v in values.items()})
 
 
-OMNIGLOT_KEYS = frozenset({"way", "shot", "query", "root", "rotations", "image_size"})
+IMAGE_KEYS = {"way": int, "shot": int, "query": int, "rotations": bool, "augment": bool}
+"""``task.family: images`` (class shards at ``data.path``): N-way K-shot (``query`` per class),
+Omniglot-style ``rotations`` as new classes (meta-train only), training ``augment``ation."""
+OMNIGLOT_KEYS = frozenset({*IMAGE_KEYS, "root", "image_size"})
+IMAGE_FAMILIES = ("omniglot", "images")
 
 
 class TaskConfig(OpenSection):
-    """``family``: sinusoid | linear_rep | omniglot; the rest are the family's own keys."""
+    """``family``: sinusoid | linear_rep | omniglot | images; the rest are the family's own keys."""
 
     _section: ClassVar[str] = "task"
-    family: Literal["sinusoid", "linear_rep", "omniglot"] = "sinusoid"
+    family: Literal["sinusoid", "linear_rep", "omniglot", "images"] = "sinusoid"
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
@@ -107,10 +111,19 @@ class TaskConfig(OpenSection):
             self._record_resolved(cls(**self.kwargs),
                                   [f for f, spec in cls.__dataclass_fields__.items() if spec.init])
         else:
-            for key in self.kwargs:
-                if key not in OMNIGLOT_KEYS:
-                    raise ValueError(f"task.{key}: unknown key for omniglot; valid keys: {sorted(OMNIGLOT_KEYS)}")
+            valid = OMNIGLOT_KEYS if self.family == "omniglot" else frozenset(IMAGE_KEYS)
+            for key, value in self.kwargs.items():
+                if key not in valid:
+                    raise ValueError(f"task.{key}: unknown key for {self.family}; valid keys: {sorted(valid)}")
+                kind = IMAGE_KEYS.get(key)
+                if kind is not None and not isinstance(value, kind):
+                    raise ValueError(f"task.{key}={value!r}: expected {kind.__name__}")
         return self
+
+    @property
+    def way(self) -> int | None:
+        """Classes per task of the image families (5 unless given); ``None`` otherwise."""
+        return self.kwargs.get("way", 5) if self.family in IMAGE_FAMILIES else None
 
 
 class ModelConfig(OpenSection):
@@ -213,11 +226,16 @@ class RuntimeConfig(Section):
 
 
 class DataConfig(Section):
-    """Episode shards (``distmeta data pack``); with no ``path`` tasks are generated on the fly."""
+    """Packed data (``distmeta data pack``): class shards of an image data set, or a fixed pool
+    of procedural episodes; with no ``path`` tasks are generated on the fly. ``cache_mb``
+    bounds each worker's image cache; held-out image episodes are the numbered set drawn
+    with ``eval_seed`` (the same for every run)."""
 
     path: str | None = None
     split: str = "train"
     on_error: Literal["raise", "skip"] = "raise"
+    cache_mb: float = Field(512.0, ge=0)
+    eval_seed: int = Field(0, ge=0)
 
 
 class TrackingConfig(Section):
@@ -241,10 +259,17 @@ class CheckpointConfig(Section):
 
 
 class EvalConfig(Section):
-    episodes: int = Field(100, ge=1)
+    """Meta-test: ``episodes`` held-out tasks of ``split``, adapted with ``steps`` inner steps
+    (default: the rule's). Image tasks may be tested with another ``way``, ``shot`` or
+    ``query`` than they were trained with (e.g. train 20-way, test 5-way, as R2-D2 does)."""
+
+    episodes: int = Field(600, ge=1)
     steps: int | None = Field(None, ge=0)
     batch: int = Field(25, ge=1)
     split: str = "test"
+    way: int | None = Field(None, ge=2)
+    shot: int | None = Field(None, ge=1)
+    query: int | None = Field(None, ge=1)
 
 
 class RunConfig(Section):
@@ -263,7 +288,12 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check_together(self) -> RunConfig:
-        way = self.task.kwargs.get("way", 5) if self.task.family == "omniglot" else None
+        way = self.task.way
+        if self.task.family == "images" and not self.data.path:
+            raise ValueError("task.family=images reads class shards: set data.path to a packed data "
+                             "set (distmeta data pack ...)")
+        if self.task.family not in IMAGE_FAMILIES and (self.eval.way or self.eval.shot):
+            raise ValueError(f"eval.way / eval.shot: only image tasks have them, not task.family={self.task.family}")
         if self.model.name == "conv4" and way is not None:
             n_way = self.model.model_extra.setdefault("n_way", way)  # type: ignore[union-attr]
             if n_way != way:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from distmeta.algorithms import ALGORITHMS
-from distmeta.config import OMNIGLOT_KEYS, RunConfig
+from distmeta.config import IMAGE_KEYS, OMNIGLOT_KEYS, RunConfig
 from distmeta.models import MODELS
 
 
@@ -38,7 +38,7 @@ def _choices(section: str) -> list[str]:
 
     if section == "task":
         families = {"sinusoid": _class_keys(Sinusoid), "linear_rep": _class_keys(LinearRepresentation),
-                    "omniglot": sorted(OMNIGLOT_KEYS)}
+                    "omniglot": sorted(OMNIGLOT_KEYS), "images": sorted(IMAGE_KEYS)}
         return [f"    family: {name}: {', '.join(keys)}" for name, keys in families.items()]
     registry, key = (MODELS, "name") if section == "model" else (ALGORITHMS, "name")
     return [f"    {key}: {name}: {', '.join(_class_keys(cls, skip=('min_inner_steps',)))}"

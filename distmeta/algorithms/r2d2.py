@@ -61,12 +61,20 @@ class R2D2:
             params[SCALE] = torch.tensor(1.0, dtype=dtype)
         return params
 
-    def _query_loss(self, model: nn.Module, kind: LossKind, p: Params, xs, ys, xq, yq):
+    @staticmethod
+    def n_out(model: nn.Module, batch: EpisodeBatch) -> int:
+        """Ridge targets per example: the episode's classes (the way of this batch, which may
+        differ between meta-training and meta-test), else the model's outputs."""
+        if batch.loss == "cross_entropy":
+            return int(batch.support_y.max()) + 1
+        return model.out_features
+
+    def _query_loss(self, model: nn.Module, kind: LossKind, p: Params, xs, ys, xq, yq, n_out: int):
         body = {k[len(BODY):]: v for k, v in p.items() if k.startswith(BODY)}
         phi_s = functional_call(model.body, body, (xs,))
         phi_q = functional_call(model.body, body, (xq,))
         lam = torch.exp(p[LOG_LAM]) if LOG_LAM in p else self.lam
-        w = ridge_head(phi_s, one_hot_targets(kind, ys, model.out_features, phi_s.dtype), lam)
+        w = ridge_head(phi_s, one_hot_targets(kind, ys, n_out, phi_s.dtype), lam)
         pred = phi_q @ w
         if SCALE in p:
             pred = p[SCALE] * pred
@@ -75,10 +83,11 @@ class R2D2:
     def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch) -> MetaGradient:
         params = {k: v.detach() for k, v in params.items()}
         kind: LossKind = batch.loss  # type: ignore[assignment]
+        n_out = self.n_out(model, batch)
 
         def task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
             def objective(p: Params):
-                loss, acc = self._query_loss(model, kind, p, xs, ys, xq, yq)
+                loss, acc = self._query_loss(model, kind, p, xs, ys, xq, yq, n_out)
                 return loss, {"query_loss": loss.detach(), "query_acc": acc.detach()}
 
             grads, metrics = grad(objective, has_aux=True)(params)
@@ -93,9 +102,10 @@ class R2D2:
                  steps: int | None = None) -> Evaluation:
         """Query loss/accuracy of the closed-form head (``steps`` does not apply: one solve)."""
         kind: LossKind = batch.loss  # type: ignore[assignment]
+        n_out = self.n_out(model, batch)
 
         def task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
-            loss, acc = self._query_loss(model, kind, params, xs, ys, xq, yq)
+            loss, acc = self._query_loss(model, kind, params, xs, ys, xq, yq, n_out)
             loss, acc = loss.detach()[None], acc.detach()[None]
             return {"loss": loss, "acc": acc, "loss_sq": loss ** 2, "acc_sq": acc ** 2}, {}
 

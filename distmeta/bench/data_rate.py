@@ -1,19 +1,20 @@
-"""Section ``data``: can one reader process feed a training core?
+"""Section ``data``: can one reader process feed a training core with fresh 84-px tasks?
 
-Episodes are packed into webdataset shards (Omniglot 5-way 1-shot when its files are found,
-random 8-bit images of the same shape otherwise; see :mod:`distmeta.bench.shards`), then read
-back by :class:`distmeta.data.ShardEpisodeSource` in one process, meta-batches of 32:
+Classes of random 84x84 RGB images (mini-ImageNet's shape; see :mod:`distmeta.bench.shards`)
+are packed as class shards, then tasks are sampled from them by one process, as a worker
+does at every step (:class:`distmeta.tasks.ImageClasses` over :class:`distmeta.data.ClassShards`):
+5-way 1-shot, 15 queries per class, meta-batches of 4 (MAML's mini-ImageNet setting):
 
-* time to first batch: from opening the dataset to the first ``EpisodeBatch`` (it includes
-  checking every shard file that batch touches: sha256, tar structure, shapes), for one
-  logical shard (every file) and for logical shard 0 of 8 (what one worker of the Omniglot
-  config sees);
-* episodes/s over the first epoch (files checked as they are first used) and over a second
-  epoch (all files checked already);
-* episodes/s a training step consumes: ``configs/omniglot_5w1s_maml.yaml``'s Conv4 MAML
-  5-way 1-shot (one query per class), meta-batch 32, vectorised, one core.
+* time to the first batch from a cold start: from opening the dataset to the first
+  ``EpisodeBatch``, which includes checking every shard file of the split (sha256, tar
+  structure, every class record), since any task may draw any class;
+* episodes/s sampled: cold (the image cache empty: every image a ranged read) and warm
+  (the whole split in the cache);
+* episodes/s consumed by a training step: Conv4 (32 filters, max-pool, 84 px) MAML with 5
+  inner steps at lr 0.01 (Finn et al. 2017's mini-ImageNet setting), a per-task loop (faster
+  than ``vmap`` for Conv4 on CPU), one core.
 
-The ratio read/consumed is how many one-core training workers one reader process keeps busy.
+The ratio sampled/consumed is how many one-core training workers one reader process keeps busy.
 """
 
 from __future__ import annotations
@@ -23,89 +24,90 @@ import tempfile
 import time
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from distmeta.bench.report import fmt_ratio, print_table
-from distmeta.bench.shards import pack_bench_shards
+from distmeta.bench.shards import pack_image_classes
 from distmeta.bench.timing import load_average, ratio, time_call
-from distmeta.bench.workloads import omniglot_conv4
-from distmeta.data import ShardEpisodeSource
+from distmeta.bench.workloads import Workload
+from distmeta.data import ClassShards
+from distmeta.models import conv4
+from distmeta.tasks import ImageClasses
 
 log = logging.getLogger(__name__)
-META_BATCH = 32
-CONFIG_SHARDS = 8
+META_BATCH = 4
+SHAPE = {"way": 5, "shot": 1, "query": 15}
 
 
-def first_batch_s(path: str, n_logical_shards: int) -> float:
-    """Seconds from opening the dataset to logical shard 0's first meta-batch."""
+def first_batch_s(path: str) -> float:
+    """Seconds from opening the dataset to the first meta-batch."""
     start = time.perf_counter()
-    source = ShardEpisodeSource(path, "train", seed=0, n_logical_shards=n_logical_shards)
-    source.sample(META_BATCH, 0, 0, 0)
+    tasks = ImageClasses(ClassShards(path, "train"), **SHAPE)
+    tasks.sample(META_BATCH, 0, 0, 0)
+    return time.perf_counter() - start
+
+
+def sample_rates(path: str, steps: int, cache_mb: float) -> dict[str, Any]:
+    """Episodes/s with an empty cache (``cache_mb=0``: every image read) or a warm one."""
+    pool = ClassShards(path, "train", cache_mb=cache_mb)
+    tasks = ImageClasses(pool, **SHAPE)
+    tasks.sample(META_BATCH, 0, 0, 0)  # index the files
+    if cache_mb:
+        for c in range(pool.n_classes):
+            pool.images(c, range(int(pool.counts()[c])))  # every image cached
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        tasks.sample(META_BATCH, 0, step, 0)
     seconds = time.perf_counter() - start
-    source.close()
-    return seconds
+    return {"episodes": steps * META_BATCH, "seconds": seconds, "episodes_per_s": steps * META_BATCH / seconds,
+            "bytes_read": pool.stats.bytes}
 
 
-def epoch_rates(path: str, episodes: int) -> dict[str, Any]:
-    """Episodes/s over a cold first epoch and a warm second one (one logical shard)."""
-    source = ShardEpisodeSource(path, "train", seed=0, n_logical_shards=1)
-    steps = max(episodes // META_BATCH, 1)
-    rates = {}
-    for epoch, name in enumerate(("cold_epoch", "warm_epoch")):
-        start = time.perf_counter()
-        for step in range(epoch * steps, (epoch + 1) * steps):
-            source.sample(META_BATCH, 0, step, 0)
-        seconds = time.perf_counter() - start
-        rates[name] = {"episodes": steps * META_BATCH, "seconds": seconds,
-                       "episodes_per_s": steps * META_BATCH / seconds}
-    stats = source.stats
-    rates["read_stats"] = {"files_indexed": stats.files_indexed, "bytes_indexed": stats.bytes_indexed,
-                           "index_seconds": stats.index_seconds}
-    source.close()
-    return rates
-
-
-def consume_rate(path: str, meta_batch: int, repeats: int) -> dict[str, Any]:
-    """Tasks/s of Conv4 MAML (vectorised, one core) on a meta-batch read from the shards."""
-    w = omniglot_conv4(meta_batch=meta_batch)
-    batch = ShardEpisodeSource(path, "train", seed=0, n_logical_shards=1).sample(meta_batch, 0, 0, 0)
-    rule = w.rule("maml", vectorize=True)
+def consume_rate(path: str, repeats: int) -> dict[str, Any]:
+    """Tasks/s of Conv4 MAML at 84 px (per-task loop, one core) on a meta-batch from the shards."""
+    torch.manual_seed(0)
+    batch = ImageClasses(ClassShards(path, "train"), **SHAPE).sample(META_BATCH, 0, 0, 0)
+    hyper = {"maml": {"inner_lr": 0.01, "inner_steps": 5}}
+    w = Workload("conv4-84", "Conv4 (32 filters, max) 5-way 1-shot 84x84",
+                 conv4(5, in_channels=3, image_size=84, hidden=32, pool="max"), batch, hyper)
+    rule = w.rule("maml", vectorize=False)
     timing = time_call(w.meta_step(rule, batch), repeats=repeats, warmup=1,
-                       warmup_fn=w.meta_step(rule, batch.slice(0, min(2, meta_batch))))
-    return {"meta_batch": meta_batch, "rule": "maml", "vectorize": True, "hyper": w.hyper["maml"],
-            "tasks_per_s": meta_batch / timing.median_s, **timing.to_dict()}
+                       warmup_fn=w.meta_step(rule, batch.slice(0, 1)))
+    return {"meta_batch": META_BATCH, "rule": "maml", "vectorize": False, "hyper": hyper["maml"],
+            "tasks_per_s": META_BATCH / timing.median_s, **timing.to_dict()}
 
 
 def print_results(console: Console, r: dict[str, Any]) -> None:
-    """The section's table: rates, first-batch times and the read/consume ratios."""
+    """The section's table: rates, first-batch time and the sampled/consumed ratios."""
+    s = r["shards"]
     rows = [
-        ["pack (write shards)", r["shards"]["pack_episodes_per_s"], "-"],
-        [f"first batch, 1 logical shard ({r['shards']['files']} files)", "-", r["first_batch_s"]["1_shard"]],
-        [f"first batch, shard 0 of {CONFIG_SHARDS}", "-", r["first_batch_s"][f"{CONFIG_SHARDS}_shards"]],
-        ["read, cold epoch", r["read"]["cold_epoch"]["episodes_per_s"], r["read"]["cold_epoch"]["seconds"]],
-        ["read, warm epoch", r["read"]["warm_epoch"]["episodes_per_s"], r["read"]["warm_epoch"]["seconds"]],
-        [f"consumed: Conv4 MAML vmap (T={r['consume']['meta_batch']})", r["consume"]["tasks_per_s"],
-         r["consume"]["median_s"]],
-        ["ratio read (warm) / consumed", fmt_ratio(r["ratio_read_over_consumed"]), "-"],
-        ["ratio read (cold) / consumed", fmt_ratio(r["ratio_cold_read_over_consumed"]), "-"],
+        [f"pack ({s['classes']} classes, {s['images']} images)", f"{s['pack_images_per_s']:.0f} images/s", s["pack_s"]],
+        [f"first batch, cold start ({s['files']} files, {s['bytes'] / 2**20:.0f} MiB checked)", "-", r["first_batch_s"]],
+        ["sample, cold cache", r["sample"]["cold"]["episodes_per_s"], r["sample"]["cold"]["seconds"]],
+        ["sample, warm cache", r["sample"]["warm"]["episodes_per_s"], r["sample"]["warm"]["seconds"]],
+        [f"consumed: Conv4 MAML 84px, 5 inner steps (T={r['consume']['meta_batch']})",
+         r["consume"]["tasks_per_s"], r["consume"]["median_s"]],
+        ["ratio sampled (cold) / consumed", fmt_ratio(r["ratio_cold_over_consumed"]), "-"],
+        ["ratio sampled (warm) / consumed", fmt_ratio(r["ratio_warm_over_consumed"]), "-"],
     ]
-    print_table(console, f"data: episodes from packed shards ({r['shards']['source']}, one process) vs a training core",
+    print_table(console, "data: fresh 5-way 1-shot 84-px episodes from class shards (one process) vs a training core",
                 ["what", "episodes/s", "seconds"], rows)
 
 
 def run(quick: bool, console: Console) -> dict[str, Any]:
     """The section's results (JSON-able); prints its table."""
-    episodes = 320 if quick else 3200
+    classes, images, steps = (16, 40, 10) if quick else (64, 120, 100)
     with tempfile.TemporaryDirectory(prefix="distmeta-bench-data-") as tmp:
-        packed = pack_bench_shards(f"{tmp}/shards", episodes, maxcount=10 if quick else 100)
-        result: dict[str, Any] = {"shards": packed.to_dict() | {"path": None}, "meta_batch": META_BATCH}
-        result["first_batch_s"] = {"1_shard": first_batch_s(packed.path, 1),
-                                   f"{CONFIG_SHARDS}_shards": first_batch_s(packed.path, CONFIG_SHARDS)}
-        result["read"] = epoch_rates(packed.path, episodes)
-        result["consume"] = consume_rate(packed.path, 4 if quick else META_BATCH, 1 if quick else 2)
+        packed = pack_image_classes(f"{tmp}/shards", classes, images)
+        result: dict[str, Any] = {"shards": packed.to_dict() | {"path": None}, "meta_batch": META_BATCH, **SHAPE}
+        result["first_batch_s"] = first_batch_s(packed.path)
+        result["sample"] = {"cold": sample_rates(packed.path, steps, 0.0),
+                            "warm": sample_rates(packed.path, steps, 4096.0)}
+        result["consume"] = consume_rate(packed.path, 1 if quick else 3)
     consumed = result["consume"]["tasks_per_s"]
-    result["ratio_read_over_consumed"] = ratio(result["read"]["warm_epoch"]["episodes_per_s"], consumed)
-    result["ratio_cold_read_over_consumed"] = ratio(result["read"]["cold_epoch"]["episodes_per_s"], consumed)
+    result["ratio_cold_over_consumed"] = ratio(result["sample"]["cold"]["episodes_per_s"], consumed)
+    result["ratio_warm_over_consumed"] = ratio(result["sample"]["warm"]["episodes_per_s"], consumed)
     result["load_average"] = load_average()
     print_results(console, result)
     return result

@@ -86,7 +86,7 @@ def run(quick: bool, console: Console) -> dict[str, Any]:
         return {"skipped": "torch sees no CUDA device"}
     steps = 10 if quick else 40
     with tempfile.TemporaryDirectory(prefix="distmeta-bench-gpu-") as tmp:
-        packed = pack_bench_shards(f"{tmp}/shards", 400, query=1, maxcount=25)
+        packed = pack_bench_shards(f"{tmp}/shards")
         single = in_process(packed.path, steps)
         pair = one_vs_two(packed.path, steps, tmp)
     print_table(console, f"gpu: Conv4 MAML 5w1s, meta-batch 32, on {single['device']}", ["quantity", "value"], [

@@ -62,7 +62,7 @@ def make_plan(quick: bool) -> Plan:
 
 def overrides(plan: Plan, data_path: str, workers: int) -> list[str]:
     """Config overrides of the scaling run (Conv4 MAML 5-way 1-shot from the packed shards)."""
-    return [f"data.path={data_path}", "task.family=omniglot", "task.way=5", "task.shot=1",
+    return [f"data.path={data_path}", "task.family=images", "task.way=5", "task.shot=1",
             f"task.query={plan.query}", "model.name=conv4", "model.n_way=5", "model.pool=stride",
             "algorithm.name=maml", "algorithm.inner_lr=0.4", "algorithm.inner_steps=1", "algorithm.vectorize=true",
             f"outer.steps={plan.steps}", f"runtime.meta_batch={plan.meta_batch}",
@@ -203,7 +203,7 @@ def run(quick: bool, console: Console) -> dict[str, Any]:
     plan = make_plan(quick)
     sizes = (10**5, 10**6) if quick else (10**5, 10**6, 10**7)
     with tempfile.TemporaryDirectory(prefix="distmeta-bench-scaling-") as tmp:
-        packed = pack_bench_shards(f"{tmp}/shards", 600, query=plan.query, maxcount=25)
+        packed = pack_bench_shards(f"{tmp}/shards")
         local = run_local(plan, packed.path, tmp, sizes)
         cluster = run_cluster(plan, packed.path, tmp, sizes)
     for block in (local, cluster):

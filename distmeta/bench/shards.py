@@ -1,9 +1,9 @@
-"""Episode shards for the bench: Omniglot when its files are at hand, random images otherwise.
+"""Class shards for the bench: Omniglot when its files are at hand, random images otherwise.
 
-The bench never requires the Omniglot files: without them it writes N-way K-shot episodes of
-random 8-bit images through the writer API (``write_split`` + ``publish``), with the same
-shapes, dtype (uint8 storage) and manifest family (``omniglot``) as a real pack, so the
-readers do the same work.
+The bench never requires the Omniglot files: without them it writes classes of random 8-bit
+images through the same writer (:func:`distmeta.data.pack_splits`), with the shapes of the
+data set it stands for, so the readers do the same work. ``image_size=84, channels=3`` gives
+mini-ImageNet-shaped classes (600 images each in the real set).
 """
 
 from __future__ import annotations
@@ -18,16 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from distmeta.data import (
-    ShardLayout,
-    SourceIdentity,
-    SplitSpec,
-    pack_omniglot,
-    publish,
-    write_split,
-)
-from distmeta.data.episode import EpisodeRecord
-from distmeta.tasks import ImageClasses, episode_rng
+from distmeta.data import ClassRecord, ShardLayout, SourceIdentity, pack_omniglot, pack_splits
 
 log = logging.getLogger(__name__)
 OMNIGLOT_CANDIDATES = ("$DISTMETA_OMNIGLOT", "/work/shared/data/omniglot", "~/.cache/distmeta/omniglot")
@@ -40,15 +31,16 @@ class PackedShards:
 
     path: str
     source: str  # "omniglot" or "random"
-    episodes: int
+    classes: int
+    images: int
     files: int
     bytes: int
     pack_s: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "source": self.source, "episodes": self.episodes, "files": self.files,
-                "bytes": self.bytes, "pack_s": self.pack_s,
-                "pack_episodes_per_s": self.episodes / self.pack_s if self.pack_s else None}
+        return {"path": self.path, "source": self.source, "classes": self.classes, "images": self.images,
+                "files": self.files, "bytes": self.bytes, "pack_s": self.pack_s,
+                "pack_images_per_s": self.images / self.pack_s if self.pack_s else None}
 
 
 def omniglot_root() -> Path | None:
@@ -62,46 +54,50 @@ def omniglot_root() -> Path | None:
     return None
 
 
-def _random_records(n: int, way: int, shot: int, query: int, seed: int) -> Iterator[EpisodeRecord]:
-    """Episodes of random 8-bit images, drawn in chunks of 64 like the Omniglot packer."""
-    rng = np.random.default_rng(seed)
-    pool = ImageClasses(rng.integers(0, 256, (200, 20, 28, 28), dtype=np.uint8), way, shot, query)
-    for chunk, start in enumerate(range(0, n, 64)):
-        drawn = pool.draw(min(64, n - start), episode_rng(seed, chunk, 0))
-        for t in range(len(drawn.classes)):
-            meta = {"family": "omniglot", "split": "train", "index": start + t, "seed": seed, "way": way,
-                    "shot": shot, "query": query, "source_classes": drawn.classes[t].tolist()}
-            yield EpisodeRecord(drawn.support_x[t], drawn.support_y[t], drawn.query_x[t], drawn.query_y[t], meta)
+def _random_classes(n: int, images: int, shape: tuple[int, int, int], seed: int, offset: int) -> Iterator[ClassRecord]:
+    for c in range(n):
+        rng = np.random.default_rng([seed, offset + c])
+        yield ClassRecord(rng.integers(0, 256, (images, *shape), dtype=np.uint8), f"random{offset + c:05d}")
 
 
-def pack_random(out_dir: str, episodes: int, way: int = 5, shot: int = 1, query: int = 1,
-                seed: int = 0, maxcount: int = 50) -> None:
-    """Random-image N-way K-shot episodes, packed like ``distmeta data pack omniglot``."""
-    params = {"way": way, "shot": shot, "query": query, "rotations": False, "image_size": 28,
-              "x_dtype": "uint8", "random_images": True}
+def pack_random(out_dir: str, classes: int, images: int = 20, image_size: int = 28, channels: int = 1,
+                seed: int = 0, maxcount: int = 16, splits: tuple[str, ...] = ("train",)) -> None:
+    """Classes of random images: ``classes`` per split, ``images`` each."""
+    shape = (channels, image_size, image_size)
     source = SourceIdentity("random-images", "0" * 64, {"generator": "distmeta.bench.shards", "seed": seed})
-    spec = SplitSpec("train", "omniglot", params, "cross_entropy", seed, source)
-    layout = ShardLayout(maxcount=maxcount, x_dtype="uint8")
-    rows = write_split(out_dir, spec, _random_records(episodes, way, shot, query, seed), layout=layout)
-    publish(out_dir, rows)
+    parts = {s: _random_classes(classes, images, shape, seed, i * classes) for i, s in enumerate(splits)}
+    pack_splits(out_dir, parts, dataset="random", source=source,
+                params={"image_size": [image_size, image_size], "channels": channels},
+                layout=ShardLayout(maxcount=maxcount, maxsize=256e6))
 
 
-def pack_bench_shards(out_dir: str, episodes: int, query: int = 1, maxcount: int = 50,
-                      prefer_omniglot: bool = True) -> PackedShards:
-    """5-way 1-shot shards under ``out_dir``: Omniglot if found (and preferred), else random images."""
+def _stat(out_dir: str, source: str, seconds: float) -> PackedShards:
+    from distmeta.data import Manifest
+
+    info = Manifest.read(out_dir).split("train")
+    return PackedShards(out_dir, source, info.classes, info.images, len(info.rows), info.bytes, seconds)
+
+
+def pack_bench_shards(out_dir: str, maxcount: int = 16, prefer_omniglot: bool = True,
+                      random_classes: int = 200) -> PackedShards:
+    """Omniglot class shards under ``out_dir`` if found (and preferred), else random 28x28 classes."""
     root = omniglot_root() if prefer_omniglot else None
     start = time.perf_counter()
+    source = "random"
     if root is not None:
         try:
-            pack_omniglot(root, out_dir, {"train": episodes}, way=5, shot=1, query=query,
-                          layout=ShardLayout(maxcount=maxcount, x_dtype="uint8"))
+            pack_omniglot(root, out_dir, layout=ShardLayout(maxcount=maxcount, maxsize=256e6))
             source = "omniglot"
         except (OSError, ValueError) as exc:
             log.warning("packing Omniglot from %s failed (%s); using random images", root, exc)
-            root = None
-    if root is None:
-        pack_random(out_dir, episodes, query=query, maxcount=maxcount)
-        source = "random"
-    seconds = time.perf_counter() - start
-    tars = sorted(Path(out_dir).glob("train-*.tar"))
-    return PackedShards(out_dir, source, episodes, len(tars), sum(p.stat().st_size for p in tars), seconds)
+    if source == "random":
+        pack_random(out_dir, random_classes, maxcount=maxcount, splits=("train", "val", "test"))
+    return _stat(out_dir, source, time.perf_counter() - start)
+
+
+def pack_image_classes(out_dir: str, classes: int, images: int, image_size: int = 84,
+                       maxcount: int = 8) -> PackedShards:
+    """Random RGB classes (mini-ImageNet-shaped at 84 px), train split only."""
+    start = time.perf_counter()
+    pack_random(out_dir, classes, images, image_size, 3, maxcount=maxcount)
+    return _stat(out_dir, "random", time.perf_counter() - start)

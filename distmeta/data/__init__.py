@@ -1,12 +1,18 @@
-"""Episode shards on disk: pack, describe (manifest), check, and read.
+"""Shards on disk: pack, describe (manifest), check, and read.
 
 A dataset directory (local path or any ``pyarrow.fs`` URI) holds webdataset tar shards
-``<split>-000000.tar`` ..., each sample one episode (``support_x.npy``, ``support_y.npy``,
-``query_x.npy``, ``query_y.npy``, ``meta.json``; no pickle), and a ``manifest.parquet`` with
-one row per shard (path, split, episodes, bytes, sha256, family and parameters, source
-identity). This package is the only one that imports webdataset.
+``<split>-000000.tar`` ... and a ``manifest.parquet`` with one row per shard (path, split,
+records, classes, images, bytes, sha256, family and parameters, source identity). Image data
+sets are class shards: each sample one class (``images.npy`` uint8 ``[n, C, H, W]``,
+``meta.json``), and episodes are sampled from them at every step (:class:`ClassShards`).
+Procedural families may be packed as fixed pools of episodes (``support_x.npy``,
+``support_y.npy``, ``query_x.npy``, ``query_y.npy``, ``meta.json``). Both are read through
+one checked index (:mod:`distmeta.data.index`, :mod:`distmeta.data.store`); no pickle. This
+package is the only one that imports webdataset.
 
-Packing: :func:`pack_omniglot`, :func:`pack_image_folder`, :func:`pack_procedural`.
+Packing class shards: :func:`pack_omniglot`, :func:`pack_mini_imagenet`,
+:func:`pack_tiered_imagenet`, :func:`pack_cifar_fs`, :func:`pack_fc100`,
+:func:`pack_image_folder`; episode pools: :func:`pack_procedural`.
 Reading: :class:`ShardEpisodeSource` (a task family keyed by (seed, step, shard), over
 explicitly assigned logical shards) and :class:`EpisodeReader` / :func:`iter_episodes`
 (evaluation: every episode once). Bad files raise :class:`ShardError` or are skipped.
@@ -18,6 +24,9 @@ import importlib
 from typing import Any
 
 _HOMES = {
+    "ClassShards": "class_shards", "ClassRecord": "classes", "pack_splits": "classes",
+    "write_classes": "classes", "pack_tiered_imagenet": "image_folder",
+    "pack_mini_imagenet": "imagenet", "pack_cifar_fs": "cifar", "pack_fc100": "cifar",
     "EpisodeRecord": "episode", "ManifestError": "errors", "ShardError": "errors",
     "pack_image_folder": "image_folder", "MANIFEST_NAME": "manifest", "Manifest": "manifest",
     "ShardRow": "manifest", "SourceIdentity": "manifest", "SplitInfo": "manifest",
@@ -39,6 +48,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ClassRecord",
+    "ClassShards",
+    "pack_splits",
+    "write_classes",
     "MANIFEST_NAME",
     "EpisodeReader",
     "EpisodeRecord",
@@ -56,7 +69,11 @@ __all__ = [
     "SplitSpec",
     "iter_episodes",
     "omniglot_classes",
+    "pack_cifar_fs",
+    "pack_fc100",
     "pack_image_folder",
+    "pack_mini_imagenet",
+    "pack_tiered_imagenet",
     "pack_omniglot",
     "pack_procedural",
     "publish",

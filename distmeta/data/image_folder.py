@@ -1,140 +1,273 @@
-"""Packing N-way K-shot episodes from an image folder (one sub-folder per class).
+"""Image folders as class shards: split folders, or a class tree plus a split file; and
+tiered-ImageNet.
 
-The folder is listed with ``torchvision.datasets.ImageFolder`` (its class and file order:
-sorted). Images are decoded with PIL only when an episode needs them (a small LRU cache
-keeps recent ones), converted to RGB (``channels=3``) or grey (``channels=1``), resized to
-``image_size`` with bilinear filtering, and stored as ``[C, H, W]`` float32 in [0, 1]. One
-call packs one split: all classes of the folder (or the ``classes`` given) belong to it, as
-with the per-split folders of miniImageNet and tieredImageNet. Episode ``i`` is drawn by the
-generator ``episode_rng(seed, i // chunk_size, split_stream(split))``.
+Two layouts under ``root``:
+
+(a) ``root/train/<class>/<image>``, optionally with ``root/val/`` and ``root/test/``: each
+    split folder holds one folder per class. tiered-ImageNet (Ren et al., "Meta-Learning for
+    Semi-Supervised Few-Shot Classification", ICLR 2018: 608 ImageNet classes in 34
+    high-level categories, split by category into 351 / 97 / 160 classes) is usually
+    distributed this way, often as 84x84 jpgs;
+(b) ``root/<class>/<image>`` plus ``split_file``: JSON ``{"train": [class, ...], "val": [...],
+    "test": [...]}`` or CSV with the header ``class,split``. Class folders it does not name
+    are left out (logged).
+
+Images are the files with an extension in :data:`IMG_EXTENSIONS` (torchvision's list, any
+case) under a class folder, recursively, sorted by relative path; names starting with "."
+(macOS ``._x.jpg`` files, ``.ipynb_checkpoints``) are ignored. Each is decoded with PIL,
+converted to RGB (``channels=3``) or L (``channels=1``), resized to ``image_size`` with
+BILINEAR unless it already has that size, and stored uint8 ``[n, C, H, W]``. Classes are in
+sorted order. A class folder with no images is an error; one with fewer than ``min_images``
+is left out (logged, and listed in the manifest's ``dropped_classes``).
+
+The source identity is the sha256 over ``split/class/relative path:sha256`` of every image
+packed: a first pass hashes every file (cheap next to decoding), so bad input is reported
+before anything is written.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import logging
 import os
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from distmeta.data.episode import EpisodeRecord
+from distmeta.data.classes import ClassRecord, pack_splits
 from distmeta.data.manifest import Manifest, SourceIdentity, file_sha256
-from distmeta.data.writer import ShardLayout, SplitSpec, publish, split_stream, write_split
-from distmeta.tasks import episode_rng
+from distmeta.data.writer import ShardLayout
 
 logger = logging.getLogger(__name__)
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "val", "test")
+TIERED_CLASSES = {"train": 351, "val": 97, "test": 160}
+Groups = dict[str, dict[str, list[Path]]]
+"""split -> class name -> image files, in packing order."""
 
 
-class _FolderPool:
-    """Class -> image paths, with lazy, cached decoding to ``[C, H, W]`` float32."""
-
-    def __init__(self, root: Path, size: tuple[int, int], channels: int, min_examples: int,
-                 classes: Sequence[str] | None, cache_size: int) -> None:
-        from torchvision.datasets import ImageFolder
-
-        folder = ImageFolder(str(root), allow_empty=True)
-        wanted = list(folder.classes if classes is None else classes)
-        unknown = sorted(set(wanted) - set(folder.classes))
-        if unknown:
-            raise ValueError(f"classes {unknown}: not sub-folders of {root} (it has {len(folder.classes)})")
-        by_class: dict[str, list[str]] = {name: [] for name in wanted}
-        for path, target in folder.samples:
-            name = folder.classes[target]
-            if name in by_class:
-                by_class[name].append(path)
-        small = {n: len(p) for n, p in by_class.items() if len(p) < min_examples}
-        if small:
-            logger.warning("%s: %d class(es) have fewer than shot + query = %d images and are left out: %s",
-                           root, len(small), min_examples, dict(list(small.items())[:10]))
-        self.root = root
-        self.names = [n for n in wanted if n not in small]
-        self.paths = [sorted(by_class[n]) for n in self.names]
-        self.size, self.channels = size, channels
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_size = cache_size
-
-    def image(self, path: str) -> np.ndarray:
-        cached = self._cache.pop(path, None)
-        if cached is None:
-            with Image.open(path) as img:
-                img = img.convert("RGB" if self.channels == 3 else "L")
-                img = img.resize((self.size[1], self.size[0]), Image.BILINEAR)
-                array = np.asarray(img, dtype=np.float32) / np.float32(255.0)
-            cached = array.reshape(self.size[0], self.size[1], -1).transpose(2, 0, 1).copy()
-            while len(self._cache) >= self._cache_size > 0:
-                self._cache.popitem(last=False)
-        if self._cache_size > 0:
-            self._cache[path] = cached
-        return cached
-
-    def identity(self) -> SourceIdentity:
-        """sha256 over ``relative path:sha256`` of every image used, in order."""
-        digest = hashlib.sha256()
-        for paths in self.paths:
-            for path in paths:
-                digest.update(f"{os.path.relpath(path, self.root)}:{file_sha256(path)}\n".encode())
-        return SourceIdentity(self.root.name, digest.hexdigest(),
-                              {"root": str(self.root), "classes": len(self.names),
-                               "images": sum(len(p) for p in self.paths)})
-
-
-def _episode(pool: _FolderPool, rng: np.random.Generator, way: int, shot: int,
-             query: int) -> tuple[EpisodeRecord, list[str]]:
-    classes = rng.choice(len(pool.names), way, replace=False)
-    support, queries = [], []
-    for c in classes:
-        picks = rng.choice(len(pool.paths[c]), shot + query, replace=False)
-        images = [pool.image(pool.paths[c][int(i)]) for i in picks]
-        support.append(images[:shot])
-        queries.append(images[shot:])
-    labels = np.arange(way, dtype=np.int64)
-    record = EpisodeRecord(np.stack(sum(support, [])), np.repeat(labels, shot),
-                           np.stack(sum(queries, [])), np.repeat(labels, query))
-    return record, [pool.names[int(c)] for c in classes]
-
-
-def _records(pool: _FolderPool, split: str, n_episodes: int, seed: int, way: int, shot: int,
-             query: int, chunk_size: int) -> Iterator[EpisodeRecord]:
-    for chunk, start in enumerate(range(0, n_episodes, chunk_size)):
-        rng = episode_rng(seed, chunk, split_stream(split))
-        for index in range(start, min(start + chunk_size, n_episodes)):
-            record, names = _episode(pool, rng, way, shot, query)
-            meta = {"family": "image_folder", "split": split, "index": index, "seed": seed,
-                    "way": way, "shot": shot, "query": query, "source_classes": names}
-            yield EpisodeRecord(record.support_x, record.support_y, record.query_x,
-                                record.query_y, meta)
-
-
-def pack_image_folder(root: str | Path, out_dir: str, split: str, n_episodes: int, way: int = 5,
-                      shot: int = 1, query: int = 15, image_size: int | tuple[int, int] = 84,
-                      seed: int = 0, *, channels: int = 3, classes: Sequence[str] | None = None,
-                      layout: ShardLayout | None = None, chunk_size: int = 64,
-                      cache_size: int = 4096, progress: bool = False) -> Manifest:
-    """Pack ``n_episodes`` N-way K-shot episodes of ``split`` from the image folder ``root``.
-
-    ``query`` is per class; labels 0..way-1 follow the random class order. Classes with fewer
-    than ``shot + query`` images are left out (logged).
-    """
-    root = Path(root)
+def size_pair(image_size: int | Sequence[int], channels: int) -> tuple[int, int]:
+    """``(H, W)`` from ``image_size`` (int or pair); checks both arguments."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if channels not in (1, 3) or min(size) < 1 or len(size) != 2:
-        raise ValueError(f"channels={channels}, image_size={image_size}: need channels 1 or 3 and a positive size")
-    if way < 2 or shot < 1 or query < 1 or n_episodes < 1 or chunk_size < 1:
-        raise ValueError(f"way={way}, shot={shot}, query={query}, n_episodes={n_episodes}, "
-                         f"chunk_size={chunk_size}: need way >= 2 and the others >= 1")
+    if len(size) != 2 or min(size) < 1 or channels not in (1, 3):
+        raise ValueError(f"image_size={image_size}, channels={channels}: need a positive size "
+                         "(int or [H, W]) and channels 1 or 3")
+    return int(size[0]), int(size[1])
+
+
+def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """uint8 ``[C, H, W]``: ``path`` decoded, converted, resized (BILINEAR) if needed."""
+    try:
+        with Image.open(path) as opened:
+            img = opened.convert("RGB" if channels == 3 else "L")
+        if img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"image {path}: cannot be decoded ({exc})") from exc
+    return array.reshape(size[0], size[1], channels).transpose(2, 0, 1)
+
+
+def class_records(classes: Mapping[str, Sequence[Path]], size: tuple[int, int], channels: int,
+                  meta: Mapping[str, dict[str, Any]] | None = None) -> Iterator[ClassRecord]:
+    """One :class:`ClassRecord` per class, decoded when it is reached (one class in memory)."""
+    for name, paths in classes.items():
+        images = np.empty((len(paths), channels, *size), np.uint8)
+        for i, path in enumerate(paths):
+            images[i] = decode_image(path, size, channels)
+        yield ClassRecord(images, name, dict((meta or {}).get(name, {})))
+
+
+def content_identity(name: str, root: Path, groups: Groups, detail: dict[str, Any]) -> SourceIdentity:
+    """sha256 over ``split/class/relative path:sha256`` of every image, in packing order."""
+    digest = hashlib.sha256()
+    for split, classes in groups.items():
+        for cls, paths in classes.items():
+            for path in paths:
+                rel = Path(os.path.relpath(path, root)).as_posix()
+                digest.update(f"{split}/{cls}/{rel}:{file_sha256(path)}\n".encode())
+    counts = {s: {"classes": len(c), "images": sum(map(len, c.values()))} for s, c in groups.items()}
+    return SourceIdentity(name, digest.hexdigest(), {"root": str(root), "splits": counts, **detail})
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, no dot names), sorted by relative path."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath, f) for f in filenames
+                  if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def class_dirs(folder: Path) -> list[str]:
+    """Sorted names of the sub-folders of ``folder`` (no dot names)."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def _split_folders(root: Path) -> dict[str, dict[str, Path]]:
+    if not (root / "train").is_dir():
+        found = [s for s in SPLITS if (root / s).is_dir()]
+        raise FileNotFoundError(
+            f"expected train/ val/ test/ class folders under {root}, or a class-folder tree plus "
+            "--split-file (split_file=)" + (f"; found {found} but no train/" if found else ""))
+    dirs = {}
+    for split in (s for s in SPLITS if (root / s).is_dir()):
+        names = class_dirs(root / split)
+        if not names and split == "train":
+            raise FileNotFoundError(f"image folder {root / split}: no class folders in it")
+        if not names:
+            logger.warning("%s: no class folders; split %r is not packed", root / split, split)
+            continue
+        dirs[split] = {name: root / split / name for name in names}
+    return dirs
+
+
+def _check_names(named: dict[str, list[str]], where: Path) -> None:
+    seen: dict[str, str] = {}
+    for split, names in named.items():
+        for name in names:
+            if name in seen:
+                raise ValueError(f"split file {where}: class {name!r} is listed in split "
+                                 f"{seen[name]!r} and in split {split!r}; the splits must be disjoint")
+            seen[name] = split
+
+
+def _read_csv_split(path: Path) -> dict[str, list[str]]:
+    named: dict[str, list[str]] = {s: [] for s in SPLITS}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = csv.reader(f)
+        header = [h.strip() for h in next(rows, [])]
+        if header != ["class", "split"]:
+            raise ValueError(f"split file {path}: header {header}, expected ['class', 'split']")
+        for line, row in enumerate(rows, start=2):
+            if not row:
+                continue
+            if len(row) != 2 or row[1].strip() not in SPLITS:
+                raise ValueError(f"split file {path} line {line}: {row}, expected 'class,split' "
+                                 f"with split one of {list(SPLITS)}")
+            named[row[1].strip()].append(row[0].strip())
+    return named
+
+
+def read_split_file(path: str | Path) -> dict[str, list[str]]:
+    """``{split: [class names]}`` from a JSON or CSV split file (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split file {path}: not found")
+    if path.suffix.lower() == ".csv":
+        named = _read_csv_split(path)
+    else:
+        try:
+            named = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"split file {path}: not valid JSON ({exc}); use .csv for a CSV file") from exc
+        bad = not isinstance(named, dict) or set(named) - set(SPLITS) or not all(
+            isinstance(v, list) and all(isinstance(c, str) for c in v) for v in named.values())
+        if bad:
+            raise ValueError(f"split file {path}: expected {{\"train\": [class names], \"val\": [...], "
+                             f"\"test\": [...]}}, got {str(named)[:200]}")
+    named = {s: named[s] for s in SPLITS if named.get(s)}
+    if not named:
+        raise ValueError(f"split file {path}: names no classes")
+    _check_names(named, path)
+    return named
+
+
+def _split_file_classes(root: Path, split_file: Path) -> dict[str, dict[str, Path]]:
+    named = read_split_file(split_file)
+    present = set(class_dirs(root))
+    missing = [f"{c!r} ({s})" for s, names in named.items() for c in names if c not in present]
+    if missing:
+        raise FileNotFoundError(f"split file {split_file}: {len(missing)} class(es) have no folder "
+                                f"under {root}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    unused = present - {c for names in named.values() for c in names}
+    if unused:
+        logger.info("%s: %d class folder(s) not named in %s are left out", root, len(unused), split_file)
+    return {s: {c: root / c for c in sorted(names)} for s, names in named.items()}
+
+
+def gather_images(dirs: dict[str, dict[str, Path]], min_images: int) -> tuple[Groups, list[str]]:
+    """List each class folder's images; drop classes with fewer than ``min_images``."""
+    groups: Groups = {}
+    dropped: list[str] = []
+    for split, classes in dirs.items():
+        groups[split] = {}
+        for name, folder in classes.items():
+            paths = list_images(folder)
+            if not paths:
+                raise ValueError(f"class folder {folder}: no images (files ending in "
+                                 f"{', '.join(IMG_EXTENSIONS)})")
+            if len(paths) < min_images:
+                dropped.append(name)
+                continue
+            groups[split][name] = paths
+        if not groups[split]:
+            raise ValueError(f"split {split!r}: every class has fewer than min_images={min_images} images")
+    if dropped:
+        logger.warning("%d class(es) with fewer than min_images=%d images are left out: %s",
+                       len(dropped), min_images, dropped[:10])
+    return groups, dropped
+
+
+def plan_image_folder(root: str | Path, split_file: str | Path | None = None,
+                      min_images: int = 1) -> tuple[Groups, list[str]]:
+    """Which images of ``root`` each split's classes get, and the classes left out."""
+    root = Path(root)
+    if min_images < 1:
+        raise ValueError(f"min_images={min_images}: must be >= 1")
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root}: not a directory")
-    pool = _FolderPool(root, size, channels, shot + query, classes, cache_size)
-    if len(pool.names) < way:
-        raise ValueError(f"{root}: {len(pool.names)} usable classes, fewer than way={way}")
-    layout = layout or ShardLayout()
-    params = {"way": way, "shot": shot, "query": query, "image_size": list(size),
-              "channels": channels, "n_classes": len(pool.names), "x_dtype": layout.x_dtype}
-    spec = SplitSpec(split, "image_folder", params, "cross_entropy", seed, pool.identity())
-    records = _records(pool, split, n_episodes, seed, way, shot, query, chunk_size)
-    rows = write_split(out_dir, spec, records, total=n_episodes, layout=layout, progress=progress)
-    return publish(out_dir, rows)
+    dirs = _split_folders(root) if split_file is None else _split_file_classes(root, Path(split_file))
+    return gather_images(dirs, min_images)
+
+
+def _pack_groups(root: Path, out_dir: str, groups: Groups, dropped: list[str], *,
+                 size: tuple[int, int], channels: int, dataset: str, detail: dict[str, Any],
+                 layout: ShardLayout | None, progress: bool) -> Manifest:
+    params = {"image_size": list(size), "channels": channels, "resize": "PIL BILINEAR",
+              "dropped_classes": dropped, **detail}
+    logger.info("%s: hashing %d images", root, sum(len(p) for c in groups.values() for p in c.values()))
+    source = content_identity(dataset, root, groups, detail)
+    splits = {s: class_records(classes, size, channels) for s, classes in groups.items()}
+    return pack_splits(out_dir, splits, dataset=dataset, params=params, source=source,
+                       layout=layout, progress=progress)
+
+
+def pack_image_folder(root: str | Path, out_dir: str, *, image_size: int | Sequence[int] = 84,
+                      channels: int = 3, split_file: str | Path | None = None, min_images: int = 1,
+                      layout: ShardLayout | None = None, progress: bool = False,
+                      dataset: str = "image-folder") -> Manifest:
+    """Pack an image folder (layout (a) or, with ``split_file``, (b)) as class shards."""
+    size = size_pair(image_size, channels)
+    groups, dropped = plan_image_folder(root, split_file, min_images)
+    detail = {"layout": "split-folders" if split_file is None else "split-file", "min_images": min_images}
+    return _pack_groups(Path(root), out_dir, groups, dropped, size=size, channels=channels,
+                        dataset=dataset, detail=detail, layout=layout, progress=progress)
+
+
+def pack_tiered_imagenet(root: str | Path, out_dir: str, image_size: int | Sequence[int] = 84, *,
+                         channels: int = 3, min_images: int = 1, layout: ShardLayout | None = None,
+                         progress: bool = False) -> Manifest:
+    """Pack tiered-ImageNet from ``root/{train,val,test}/<wnid>/*.jpg`` (84x84 jpgs are kept
+    as decoded). Class counts other than 351 / 97 / 160 are logged, not refused."""
+    root = Path(root)
+    size = size_pair(image_size, channels)
+    if root.is_dir() and not (root / "train").is_dir() and any(root.glob("*_images_png.pkl")):
+        raise FileNotFoundError(
+            f"tiered-ImageNet {root}: holds the original pickles (*_images_png.pkl), which are not "
+            "read; expected train/ val/ test/ folders of class folders of images")
+    groups, dropped = plan_image_folder(root, None, min_images)
+    for split, expected in TIERED_CLASSES.items():
+        got = len(groups.get(split, {}))
+        if got != expected:
+            logger.warning("tiered-ImageNet %s: split %r has %d classes; the benchmark has %d",
+                           root, split, got, expected)
+    detail = {"layout": "split-folders", "min_images": min_images}
+    return _pack_groups(root, out_dir, groups, dropped, size=size, channels=channels,
+                        dataset="tiered-imagenet", detail=detail, layout=layout, progress=progress)

@@ -3,9 +3,11 @@
 The file is read once, start to end, in large buffered reads (any ``pyarrow.fs``): every
 byte goes through sha256; the tar headers are parsed as they pass (ustar: name, size,
 type, header checksum; pax attribute headers, which webdataset writes for float mtimes, are
-skipped); every episode must hold exactly the five members, its ``.npy`` headers must have
+skipped); every record must hold exactly its members (an episode: four ``.npy`` arrays and
+``meta.json``; a class: ``images.npy`` and ``meta.json``), its ``.npy`` headers must have
 the manifest's shapes and dtypes, and its ``meta.json`` must name the manifest's family.
-The result is the byte span of each episode, so that reading is one ranged read each.
+The result is the byte span of each record, so that reading is one ranged read each (for a
+class, one ranged read per image).
 
 Problems are reported in this order, so the message names the root cause: missing file,
 size (truncated), sha256, tar structure, episode contents, episode count.
@@ -21,7 +23,7 @@ from typing import Any
 
 from distmeta.data.episode import MEMBERS, MemberCheck
 from distmeta.data.errors import ShardError
-from distmeta.data.manifest import ShardRow, join
+from distmeta.data.manifest import CLASS_FAMILY, ShardRow, join
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -31,12 +33,18 @@ _PAX = (b"x", b"g")
 
 @dataclass(frozen=True)
 class EpisodeSpan:
-    """Where one episode lies in its shard: bytes ``[start, end)``, members relative to start."""
+    """Where one record lies in its shard: bytes ``[start, end)``, members relative to start.
+
+    A class record also keeps its ``meta``, its image ``count`` and ``pixels``, the offset of
+    its first image's bytes in the file."""
 
     key: str
     start: int
     end: int
     members: dict[str, tuple[int, int]]
+    meta: dict[str, Any] | None = None
+    count: int = 0
+    pixels: int = 0
 
 
 class _HashingReader:
@@ -104,41 +112,58 @@ def _members(reader: _HashingReader, path: str) -> Iterator[tuple[str, int, int,
 
 
 class _Spans:
-    """Collects members into episode spans, checking each episode's contents."""
+    """Collects members into record spans, checking each record's contents."""
 
     def __init__(self, row: ShardRow) -> None:
+        from distmeta.data.classes import CLASS_MEMBERS, ClassCheck
+
         self.row = row
-        self._check = MemberCheck(row.shapes)
+        self._classes = ClassCheck(row.shapes) if row.family == CLASS_FAMILY else None
+        self._names = CLASS_MEMBERS if self._classes else MEMBERS
+        self._check = None if self._classes else MemberCheck(row.shapes)
         self.spans: list[EpisodeSpan] = []
         self._key: str | None = None
         self._members: dict[str, tuple[int, int]] = {}
+        self._meta: dict[str, Any] | None = None
+        self._count = self._pixels = 0
         self._start = self._end = 0
+
+    def _inspect(self, ext: str, data: bytes, name: str, data_offset: int) -> None:
+        path = self.row.path
+        if self._classes is not None:
+            if ext == "meta.json":
+                self._meta = self._classes.meta(data, path, name)
+            else:
+                self._count, header = self._classes.images(data, path, name)
+                self._pixels = data_offset + header
+        elif ext == "meta.json":
+            _check_meta(data, path, name, self.row.family)
+        else:
+            self._check.check(data, path, name)  # type: ignore[union-attr]
 
     def add(self, name: str, offset: int, data_offset: int, data: bytes) -> None:
         path = self.row.path
         key, _, ext = name.rpartition("/")[2].partition(".")
-        if ext not in MEMBERS:
-            raise ShardError(path, f"unexpected member {name}; an episode holds {MEMBERS}")
-        if ext == "meta.json":
-            _check_meta(data, path, name, self.row.family)
-        else:
-            self._check.check(data, path, name)
+        if ext not in self._names:
+            raise ShardError(path, f"unexpected member {name}; a record holds {self._names}")
         if key != self._key:
             self.close()
             self._key, self._start = key, offset
+        self._inspect(ext, data, name, data_offset)
         if ext in self._members:
-            raise ShardError(path, f"episode {key} has member {ext} twice (or is not contiguous)")
+            raise ShardError(path, f"record {key} has member {ext} twice (or is not contiguous)")
         self._members[ext] = (data_offset - self._start, len(data))
         self._end = data_offset + len(data)
 
     def close(self) -> None:
         if self._key is None:
             return
-        missing = sorted(set(MEMBERS) - set(self._members))
+        missing = sorted(set(self._names) - set(self._members))
         if missing:
-            raise ShardError(self.row.path, f"episode {self._key} lacks member(s) {missing}")
-        self.spans.append(EpisodeSpan(self._key, self._start, self._end, self._members))
-        self._key, self._members = None, {}
+            raise ShardError(self.row.path, f"record {self._key} lacks member(s) {missing}")
+        self.spans.append(EpisodeSpan(self._key, self._start, self._end, self._members,
+                                      self._meta, self._count, self._pixels))
+        self._key, self._members, self._meta = None, {}, None
 
 
 def _check_meta(data: bytes, path: str, member: str, family: str) -> None:
@@ -178,6 +203,7 @@ def index_shard(fs: Any, base: str, row: ShardRow) -> tuple[EpisodeSpan, ...]:
                                    f"manifest {row.sha256} (corrupt or replaced)")
     if problem is not None:
         raise problem
-    if len(spans.spans) != row.episodes:
-        raise ShardError(row.path, f"{len(spans.spans)} episodes, the manifest says {row.episodes}")
+    if len(spans.spans) != row.records:
+        what = "classes" if row.family == CLASS_FAMILY else "episodes"
+        raise ShardError(row.path, f"{len(spans.spans)} {what}, the manifest says {row.records}")
     return tuple(spans.spans)

@@ -3,8 +3,10 @@
 A dataset directory is a local path or any ``pyarrow.fs`` URI (``s3://``, ``gs://``,
 ``hdfs://``, ``file://``). Its ``manifest.parquet`` lists every shard with its path (relative
 to the directory), split, episode count, size, sha256, the task family and its parameters
-(a JSON string), the episode array shapes, the packing seed, and the identity of the source
-data set (name, sha256, details). Readers open a directory only through its manifest.
+(a JSON string), the record shapes, the packing seed, and the identity of the source data
+set (name, sha256, details). Image data sets are packed as class shards (family ``images``:
+one record per class, see :mod:`distmeta.data.classes`); their rows also count the classes
+and images in each file. Readers open a directory only through its manifest.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import pyarrow.parquet as pq
 
 from distmeta.data.errors import ManifestError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CLASS_FAMILY = "images"
+"""The manifest family of class shards (one record per class), whatever the source."""
 MANIFEST_NAME = "manifest.parquet"
 SCHEMA = pa.schema([
     ("path", pa.string()), ("split", pa.string()), ("shard_index", pa.int32()),
@@ -30,7 +34,7 @@ SCHEMA = pa.schema([
     ("sha256", pa.string()), ("family", pa.string()), ("family_params", pa.string()),
     ("loss", pa.string()), ("shapes", pa.string()), ("seed", pa.int64()),
     ("source_name", pa.string()), ("source_sha256", pa.string()), ("source_detail", pa.string()),
-    ("format_version", pa.int32()),
+    ("format_version", pa.int32()), ("classes", pa.int64()), ("images", pa.int64()),
 ], metadata={"distmeta.format_version": str(FORMAT_VERSION)})
 
 
@@ -88,6 +92,13 @@ class ShardRow:
     shapes: dict[str, dict[str, Any]]
     seed: int
     source: SourceIdentity
+    classes: int = 0
+    images: int = 0
+
+    @property
+    def records(self) -> int:
+        """Records in the file: classes for class shards, episodes otherwise."""
+        return self.classes if self.family == CLASS_FAMILY else self.episodes
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -98,6 +109,7 @@ class ShardRow:
             "shapes": canonical_json(self.shapes), "seed": self.seed,
             "source_name": self.source.name, "source_sha256": self.source.sha256,
             "source_detail": canonical_json(self.source.detail), "format_version": FORMAT_VERSION,
+            "classes": self.classes, "images": self.images,
         }
 
     @classmethod
@@ -108,7 +120,8 @@ class ShardRow:
             return cls(rec["path"], rec["split"], int(rec["shard_index"]), int(rec["episodes"]),
                        int(rec["first_episode"]), int(rec["bytes"]), rec["sha256"], rec["family"],
                        json.loads(rec["family_params"]), rec["loss"], json.loads(rec["shapes"]),
-                       int(rec["seed"]), source)
+                       int(rec["seed"]), source, int(rec.get("classes") or 0),
+                       int(rec.get("images") or 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{where}: malformed row for shard {rec.get('path')!r} ({exc!r})") from exc
 
@@ -143,6 +156,19 @@ class SplitInfo:
     @property
     def bytes(self) -> int:
         return sum(r.bytes for r in self.rows)
+
+    @property
+    def classes(self) -> int:
+        return sum(r.classes for r in self.rows)
+
+    @property
+    def images(self) -> int:
+        return sum(r.images for r in self.rows)
+
+    @property
+    def is_classes(self) -> bool:
+        """Class shards (fresh episodes sampled at every step), not a fixed episode pool."""
+        return self.family == CLASS_FAMILY
 
     def check_compatible(self, **expected: Any) -> None:
         """Raise :class:`ManifestError` unless every given value matches the packed data.
@@ -186,7 +212,7 @@ class Manifest:
             raise ManifestError(f"{path}: no manifest here; is {uri!r} a packed dataset?") from exc
         except (OSError, pa.ArrowException) as exc:
             raise ManifestError(f"{path}: unreadable manifest ({exc})") from exc
-        missing = set(SCHEMA.names) - set(table.column_names)
+        missing = set(SCHEMA.names) - set(table.column_names) - {"classes", "images"}  # v1: episodes only
         if missing:
             raise ManifestError(f"{path}: manifest lacks column(s) {sorted(missing)}")
         return cls(uri, (ShardRow.from_record(r, path) for r in table.to_pylist()))

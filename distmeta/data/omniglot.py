@@ -19,6 +19,10 @@ order, i.e. all 964 background characters then the evaluation ones); the first `
 Finn's own code (Python ``random.seed(1)`` over its folder listing) used 1100/100/423;
 ``n_train=1100`` gives those sizes, not the same characters. Meta-train adds the 90, 180 and
 270 degree rotations of each character as new classes (``ImageClasses(rotations=True)``).
+
+Packed (:func:`pack_omniglot`), each character is one class record of a class shard; the
+rotations are added when sampling, so the packed and the in-memory pools give the same
+episodes for the same seed.
 """
 
 from __future__ import annotations
@@ -33,10 +37,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from distmeta.data.episode import EpisodeRecord
+from distmeta.data.classes import ClassRecord, pack_splits
 from distmeta.data.manifest import Manifest, SourceIdentity, file_sha256
-from distmeta.data.writer import ShardLayout, SplitSpec, publish, split_stream, write_split
-from distmeta.tasks import ImageClasses, episode_rng
+from distmeta.data.writer import ShardLayout
 
 logger = logging.getLogger(__name__)
 N_CHARACTERS = 1623
@@ -151,8 +154,9 @@ def _pick_source(root: Path, image_size: int, source: Source) -> str:
 
 def omniglot_classes(root: str | Path, image_size: int = 28, split_seed: int | None = 1,
                      n_train: int = 1200, n_val: int = 100, limit_classes: int | None = None,
-                     source: Source = "auto") -> OmniglotSplits:
-    """The Omniglot class pools per split, in memory (see the module docstring).
+                     source: Source = "auto", dtype: str = "float32") -> OmniglotSplits:
+    """The Omniglot class pools per split, in memory (see the module docstring): float32 in
+    [0, 1] (ink 1.0), or ``dtype="uint8"`` (ink 255).
 
     ``limit_classes`` keeps the first that many characters of each split (for quick tests).
     """
@@ -174,52 +178,31 @@ def omniglot_classes(root: str | Path, image_size: int = 28, split_seed: int | N
     images, identity = loaders[kind]()
     logger.info("loaded %d Omniglot characters from %s (%s)", len(keep), root, kind)
     bounds = np.cumsum([0] + [len(splits[s]) for s in SPLITS])
-    pools = {s: images[bounds[i]:bounds[i + 1]].astype(np.float32) / np.float32(255.0)
-             for i, s in enumerate(SPLITS)}
+    pools = {s: images[bounds[i]:bounds[i + 1]] for i, s in enumerate(SPLITS)}
+    if dtype != "uint8":
+        pools = {s: p.astype(np.float32) / np.float32(255.0) for s, p in pools.items()}
     return OmniglotSplits(pools, {s: splits[s] + 1 for s in SPLITS}, identity)
 
 
-def _records(pool: ImageClasses, char_ids: np.ndarray, split: str, n_episodes: int, seed: int,
-             chunk_size: int) -> Iterator[EpisodeRecord]:
-    base = len(char_ids)
-    for chunk, start in enumerate(range(0, n_episodes, chunk_size)):
-        rng = episode_rng(seed, chunk, split_stream(split))
-        drawn = pool.draw(min(chunk_size, n_episodes - start), rng)
-        for t in range(len(drawn.classes)):
-            classes = [[int(char_ids[c % base]), 90 * int(c // base)] for c in drawn.classes[t]]
-            meta = {"family": "omniglot", "split": split, "index": start + t, "seed": seed,
-                    "way": pool.way, "shot": pool.shot, "query": pool.query,
-                    "source_classes": classes}
-            yield EpisodeRecord(drawn.support_x[t], drawn.support_y[t], drawn.query_x[t],
-                                drawn.query_y[t], meta)
+def _class_records(images: np.ndarray, char_ids: np.ndarray, channels: int) -> Iterator[ClassRecord]:
+    for pixels, char_id in zip(images, char_ids, strict=True):
+        stored = np.repeat(pixels[:, None], channels, axis=1)  # [20, C, H, W], ink 255
+        yield ClassRecord(np.ascontiguousarray(stored), f"char{int(char_id):04d}", {"char_id": int(char_id)})
 
 
-def pack_omniglot(root: str | Path, out_dir: str, episodes: Mapping[str, int], way: int = 5,
-                  shot: int = 1, query: int = 15, seed: int = 0, *, split_seed: int | None = 1,
-                  n_train: int = 1200, n_val: int = 100, limit_classes: int | None = None,
-                  image_size: int = 28, rotations: bool = True, layout: ShardLayout | None = None,
-                  chunk_size: int = 64, source: Source = "auto", progress: bool = False) -> Manifest:
-    """Pack N-way K-shot Omniglot episodes: ``episodes={"train": 10000, "val": 600, "test": 600}``.
-
-    ``query`` is per class. Rotations (if ``rotations``) are added to meta-train only. Each
-    episode's ``meta.json`` lists its source classes as ``[char_id, degrees]`` per label.
-    """
-    unknown = set(episodes) - set(SPLITS)
-    if unknown:
-        raise ValueError(f"episodes has split(s) {sorted(unknown)}: expected some of {SPLITS}")
-    layout = layout or ShardLayout()
-    data = omniglot_classes(root, image_size, split_seed, n_train, n_val, limit_classes, source)
-    rows = []
-    for split, n in episodes.items():
-        if n < 1:
-            raise ValueError(f"episodes[{split!r}]={n}: must be >= 1")
-        rotate = rotations and split == "train"
-        pool = ImageClasses(data[split], way, shot, query, rotations=rotate)
-        params = {"way": way, "shot": shot, "query": query, "rotations": rotate,
-                  "image_size": image_size, "split_seed": split_seed, "n_train": n_train,
-                  "n_val": n_val, "limit_classes": limit_classes,
-                  "n_characters": len(data.char_ids[split]), "x_dtype": layout.x_dtype}
-        spec = SplitSpec(split, "omniglot", params, "cross_entropy", seed, data.source)
-        records = _records(pool, data.char_ids[split], split, n, seed, chunk_size)
-        rows += write_split(out_dir, spec, records, total=n, layout=layout, progress=progress)
-    return publish(out_dir, rows)
+def pack_omniglot(root: str | Path, out_dir: str, *, image_size: int = 28, channels: int = 1,
+                  split_seed: int | None = 1, n_train: int = 1200, n_val: int = 100,
+                  limit_classes: int | None = None, source: Source = "auto",
+                  layout: ShardLayout | None = None, progress: bool = False) -> Manifest:
+    """Pack Omniglot as class shards: one record per character (its 20 drawings, uint8, ink
+    255), split as in the module docstring. ``channels=3`` repeats the grey image (for the
+    RGB 84-px path). Rotations are not stored: ``task.rotations`` adds them when sampling."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels}: expected 1 or 3")
+    data = omniglot_classes(root, image_size, split_seed, n_train, n_val, limit_classes, source,
+                            dtype="uint8")
+    params = {"image_size": [image_size, image_size], "channels": channels, "split_seed": split_seed,
+              "n_train": n_train, "n_val": n_val, "limit_classes": limit_classes}
+    splits = {s: _class_records(data[s], data.char_ids[s], channels) for s in SPLITS}
+    return pack_splits(out_dir, splits, dataset="omniglot", params=params, source=data.source,
+                       layout=layout, progress=progress)

@@ -22,6 +22,7 @@ import webdataset as wds
 
 from distmeta.data.episode import EpisodeRecord, encode_episode, store_inputs
 from distmeta.data.manifest import (
+    CLASS_FAMILY,
     Manifest,
     ManifestError,
     ShardRow,
@@ -93,12 +94,15 @@ class _HashingStream:
 
 
 class _SplitWriter:
-    """A ``wds.ShardWriter`` that records a :class:`ShardRow` for each file it closes."""
+    """A ``wds.ShardWriter`` that records a :class:`ShardRow` for each file it closes.
+
+    It writes records of any kind (episodes, classes): each comes with its member shapes,
+    which must be the same for the whole split, and its image count (0 for episodes)."""
 
     def __init__(self, fs: pafs.FileSystem, base: str, spec: SplitSpec, layout: ShardLayout) -> None:
         self._fs, self._base, self._spec = fs, base, spec
         self._stream: _HashingStream | None = None
-        self._count = self._first = self._index = 0
+        self._count = self._first = self._index = self._images = 0
         self._shapes: dict[str, dict[str, Any]] | None = None
         self.rows: list[ShardRow] = []
         self._writer = wds.ShardWriter(f"{spec.split}-%06d.tar", maxcount=layout.maxcount,
@@ -112,31 +116,33 @@ class _SplitWriter:
     def _finish(self, name: str) -> None:
         stream = self._stream
         if stream is None or self._shapes is None:
-            raise ManifestError(f"{name}: closed before any episode was written")
+            raise ManifestError(f"{name}: closed before any record was written")
         stream.close()
         spec = self._spec
+        is_classes = spec.family == CLASS_FAMILY
         self.rows.append(ShardRow(
-            name, spec.split, self._index, self._count, self._first, stream.bytes,
+            name, spec.split, self._index, 0 if is_classes else self._count, self._first, stream.bytes,
             stream.sha256.hexdigest(), spec.family, spec.params, spec.loss, self._shapes,
-            spec.seed, spec.source))
-        logger.info("wrote %s: %d episodes, %d bytes", name, self._count, stream.bytes)
+            spec.seed, spec.source, self._count if is_classes else 0, self._images))
+        logger.info("wrote %s: %d %s, %d bytes", name, self._count,
+                    "classes" if is_classes else "episodes", stream.bytes)
         self._first += self._count
-        self._count = 0
+        self._count = self._images = 0
         self._index += 1
 
-    def write(self, record: EpisodeRecord, index: int) -> None:
-        shapes = record.shapes()
+    def write(self, sample: dict[str, Any], shapes: dict[str, dict[str, Any]], images: int = 0) -> None:
         if self._shapes is None:
             self._shapes = shapes
         elif shapes != self._shapes:
-            raise ValueError(f"split {self._spec.split!r} episode {index}: shapes {shapes} "
+            raise ValueError(f"split {self._spec.split!r} record {sample['__key__']}: shapes {shapes} "
                              f"differ from the split's {self._shapes}")
-        self._writer.write(encode_episode(record, f"{index:08d}"))
+        self._writer.write(sample)
         self._count += 1
+        self._images += images
 
     def close(self) -> list[ShardRow]:
         if self._shapes is None:
-            raise ValueError(f"split {self._spec.split!r}: no episodes to write")
+            raise ValueError(f"split {self._spec.split!r}: nothing to write")
         self._writer.close()
         return self.rows
 
@@ -156,22 +162,36 @@ def progress_bar(description: str, total: int | None, enabled: bool) -> Iterator
         yield lambda n: bar.advance(task, n)
 
 
-def write_split(out_dir: str, spec: SplitSpec, episodes: Iterable[EpisodeRecord], *,
-                total: int | None = None, layout: ShardLayout | None = None,
-                progress: bool = False) -> list[ShardRow]:
-    """Write ``episodes`` as the shards of ``spec.split`` under ``out_dir``; return their rows.
-
-    Streams: one episode is held at a time. The manifest is not touched (see :func:`publish`).
-    """
+def write_records(out_dir: str, spec: SplitSpec,
+                  samples: Iterable[tuple[dict[str, Any], dict[str, dict[str, Any]], int]], *,
+                  total: int | None = None, layout: ShardLayout | None = None,
+                  progress: bool = False, what: str | None = None) -> list[ShardRow]:
+    """Write ``(webdataset sample, member shapes, images)`` records as the shards of
+    ``spec.split`` under ``out_dir``; return their rows. Streams: one record at a time.
+    The manifest is not touched (see :func:`publish`)."""
     layout = layout or ShardLayout()
     fs, base = open_dir(out_dir)
     fs.create_dir(base, recursive=True)
     writer = _SplitWriter(fs, base, spec, layout)
-    with progress_bar(f"packing {spec.split}", total, progress) as advance:
-        for index, record in enumerate(episodes):
-            writer.write(store_inputs(record, layout.x_dtype), index)
+    with progress_bar(what or f"packing {spec.split}", total, progress) as advance:
+        for sample, shapes, images in samples:
+            writer.write(sample, shapes, images)
             advance(1)
     return writer.close()
+
+
+def write_split(out_dir: str, spec: SplitSpec, episodes: Iterable[EpisodeRecord], *,
+                total: int | None = None, layout: ShardLayout | None = None,
+                progress: bool = False) -> list[ShardRow]:
+    """Write ``episodes`` as the episode shards of ``spec.split`` under ``out_dir``."""
+    layout = layout or ShardLayout()
+
+    def samples() -> Iterator[tuple[dict[str, Any], dict[str, dict[str, Any]], int]]:
+        for index, record in enumerate(episodes):
+            stored = store_inputs(record, layout.x_dtype)
+            yield encode_episode(stored, f"{index:08d}"), stored.shapes(), 0
+
+    return write_records(out_dir, spec, samples(), total=total, layout=layout, progress=progress)
 
 
 def publish(out_dir: str, rows: list[ShardRow]) -> Manifest:

@@ -1,9 +1,10 @@
 """Where a run's tasks come from: packed shards (``data.path``) or a task family directly.
 
-Both give the same interface, ``sample(n_tasks, seed, step, shard) -> EpisodeBatch``, a pure
-function of its arguments. Evaluation draws held-out tasks: the split's shards in order, the
-held-out Omniglot characters, or fresh procedural tasks from a seed stream that training
-never uses.
+Every source has the same interface, ``sample(n_tasks, seed, step, shard) -> EpisodeBatch``,
+a pure function of its arguments. Image tasks (``omniglot``, ``images``) are sampled fresh at
+every step from the split's whole class pool (class shards, or Omniglot arrays in memory).
+Evaluation draws held-out tasks: a fixed numbered set of image episodes, a packed pool's
+episodes in order, or fresh procedural tasks from a seed stream that training never uses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from distmeta.config import RunConfig
+from distmeta.config import IMAGE_FAMILIES, RunConfig
 from distmeta.types import EpisodeBatch
 
 EVAL_SEED_OFFSET = 1_000_003
@@ -31,33 +32,55 @@ def omniglot_root(kwargs: dict[str, Any]) -> str:
     return os.path.expanduser(kwargs.get("root") or os.environ.get(OMNIGLOT_ENV) or DEFAULT_OMNIGLOT)
 
 
-def _shard_source(cfg: RunConfig, split: str, n_logical_shards: int):
+def _episode_shards(cfg: RunConfig, split: str, n_logical_shards: int):
     from distmeta.data import ShardEpisodeSource
 
     source = ShardEpisodeSource(cfg.data.path, split=split, seed=cfg.seed,  # type: ignore[arg-type]
                                 n_logical_shards=n_logical_shards, on_error=cfg.data.on_error)
-    expected = {k: v for k, v in cfg.task.kwargs.items() if k in ("way", "shot", "query", "shots")}
+    expected = {k: v for k, v in cfg.task.kwargs.items() if k in ("shots", "query")}
     source.check_compatible(family=cfg.task.family, **expected)
     return source
 
 
-def _omniglot(cfg: RunConfig, split: str):
+def _class_pool(cfg: RunConfig, split: str):
+    """The split's classes: class shards at ``data.path``, or Omniglot arrays in memory."""
+    if cfg.data.path:
+        from distmeta.data import ClassShards, ManifestError
+
+        pool = ClassShards(cfg.data.path, split, on_error=cfg.data.on_error, cache_mb=cfg.data.cache_mb)
+        dataset = pool.info.params.get("dataset")
+        if cfg.task.family == "omniglot" and dataset != "omniglot":
+            raise ManifestError(f"data.path={cfg.data.path!r} holds {dataset!r} classes but task.family="
+                                "omniglot; use task.family=images for other data sets")
+        return pool
     from distmeta.data import omniglot_classes
-    from distmeta.tasks import ImageClasses
 
     kw = cfg.task.kwargs
-    pools = omniglot_classes(omniglot_root(kw), image_size=kw.get("image_size", 28))
-    return ImageClasses(pools[split], way=kw.get("way", 5), shot=kw.get("shot", 1),
-                        query=kw.get("query", 15), rotations=kw.get("rotations", True) and split == "train")
+    return omniglot_classes(omniglot_root(kw), image_size=kw.get("image_size", 28))[split]
+
+
+def image_tasks(cfg: RunConfig, split: str, held_out: bool = False):
+    """N-way K-shot tasks of ``split``: training (rotations, augmentation as configured), or
+    held out (``held_out``: eval's way/shot/query where given, no rotations, no augmentation)."""
+    from distmeta.tasks import Augment, ImageClasses
+
+    kw = cfg.task.kwargs
+    shape = {"way": kw.get("way", 5), "shot": kw.get("shot", 1), "query": kw.get("query", 15)}
+    if held_out:
+        shape |= {k: v for k in shape if (v := getattr(cfg.eval, k)) is not None}
+    train = split == "train" and not held_out
+    return ImageClasses(_class_pool(cfg, split), **shape,
+                        rotations=bool(kw.get("rotations", cfg.task.family == "omniglot")) and train,
+                        augment=Augment() if kw.get("augment", False) and train else None)
 
 
 def task_source(cfg: RunConfig, split: str | None = None, n_logical_shards: int | None = None):
     """The training (or ``split``'s) task source for ``cfg``."""
     split = split or cfg.data.split
+    if cfg.task.family in IMAGE_FAMILIES:
+        return image_tasks(cfg, split)
     if cfg.data.path:
-        return _shard_source(cfg, split, n_logical_shards or cfg.runtime.logical_shards)
-    if cfg.task.family == "omniglot":
-        return _omniglot(cfg, split)
+        return _episode_shards(cfg, split, n_logical_shards or cfg.runtime.logical_shards)
     from distmeta.tasks import LinearRepresentation, Sinusoid
 
     cls = Sinusoid if cfg.task.family == "sinusoid" else LinearRepresentation
@@ -66,10 +89,21 @@ def task_source(cfg: RunConfig, split: str | None = None, n_logical_shards: int 
 
 def evaluation_batches(cfg: RunConfig, split: str | None = None, episodes: int | None = None,
                        batch: int | None = None) -> Iterator[EpisodeBatch]:
-    """Held-out episodes for evaluation, ``batch`` at a time, ``episodes`` in all."""
+    """Held-out episodes for evaluation, ``batch`` at a time, ``episodes`` in all.
+
+    Image tasks: the first ``episodes`` of the split's numbered set (``data.eval_seed``), the
+    same for every run. Packed procedural pools: the split's episodes in order. Procedural
+    families: fresh tasks from a seed stream training never draws."""
     split = split or cfg.eval.split
     episodes = episodes or cfg.eval.episodes
     batch = batch or cfg.eval.batch
+    if cfg.task.family in IMAGE_FAMILIES:
+        from distmeta.data.writer import split_stream
+
+        tasks = image_tasks(cfg, split, held_out=True)
+        for start in range(0, episodes, batch):
+            yield tasks.numbered(start, min(batch, episodes - start), cfg.data.eval_seed, split_stream(split))
+        return
     if cfg.data.path:
         from distmeta.data import iter_episodes
 
@@ -99,8 +133,10 @@ def dataset_input(cfg: RunConfig) -> dict[str, Any]:
 
         manifest = Manifest.read(cfg.data.path)
         scheme = cfg.data.path.split("://", 1)[0] if "://" in cfg.data.path else "local"
+        infos = {s: manifest.split(s) for s in manifest.splits}
+        count = {s: i.classes if i.is_classes else i.episodes for s, i in infos.items()}
         profile = {"split": cfg.data.split, "files": len(manifest.rows),
-                   "episodes": {s: manifest.split(s).episodes for s in manifest.splits}}
+                   ("classes" if infos[cfg.data.split].is_classes else "episodes"): count}
         return {"name": cfg.data.path.rstrip("/").rsplit("/", 1)[-1], "digest": manifest.digest,
                 "source_type": scheme, "source": cfg.data.path, "profile": profile}
     params = {"family": cfg.task.family, **cfg.task.kwargs, "seed": cfg.seed}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import signal
 import time
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distmeta.config import RunConfig
+from distmeta.errors import ConfigError
+from distmeta.models import MODELS
 from distmeta.runtime.cluster import connect
 from distmeta.runtime.driver import Counters, final_params, make_actors, release, server_get
 from distmeta.runtime.pipeline import Pipeline
@@ -69,11 +72,26 @@ def check_data(cfg: RunConfig) -> None:
     from distmeta.runtime.sources import OMNIGLOT_ENV, omniglot_root, task_source
 
     if cfg.data.path:
-        task_source(cfg)
+        source = task_source(cfg)
+        check_input_shape(cfg, getattr(getattr(source, "pool", None), "image_shape", None))
     elif cfg.task.family == "omniglot" and not Path(omniglot_root(cfg.task.kwargs)).is_dir():
         raise FileNotFoundError(
             f"Omniglot not found at {omniglot_root(cfg.task.kwargs)}: set task.root or ${OMNIGLOT_ENV}, "
             "or pack shards with `distmeta data pack omniglot --root DIR --out DATA` and set data.path")
+
+
+def check_input_shape(cfg: RunConfig, image_shape: tuple[int, ...] | None) -> None:
+    """A ConfigError naming ``model.in_channels`` / ``model.image_size`` when the packed images
+    (``[C, H, W]``) are not what the model takes."""
+    kw = cfg.model.kwargs
+    if image_shape is None or "image_size" not in inspect.signature(MODELS[cfg.model.name]).parameters:
+        return
+    channels, size = image_shape[0], image_shape[-1]
+    wanted = {"model.in_channels": (kw.get("in_channels", 1), channels),
+              "model.image_size": (kw.get("image_size", 28), size)}
+    bad = [f"{k}={have} but the images at data.path have {want}" for k, (have, want) in wanted.items() if have != want]
+    if bad:
+        raise ConfigError("; ".join(bad) + f" (images are {list(image_shape)})")
 
 
 def representation_diagnostics(cfg: RunConfig) -> Callable[[Params], dict[str, float]] | None:

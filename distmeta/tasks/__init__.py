@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from distmeta.tasks.images import Episodes, ImageClasses
+from distmeta.tasks.augment import Augment
+from distmeta.tasks.images import ArrayPool, ClassPool, Episodes, ImageClasses
 from distmeta.tasks.linear_rep import LinearRepresentation, principal_angle_distance
 from distmeta.tasks.seeding import episode_rng
 from distmeta.tasks.sinusoid import Sinusoid
@@ -17,5 +18,5 @@ class TaskFamily(Protocol):
     def sample(self, n_tasks: int, seed: int, step: int, shard: int) -> EpisodeBatch: ...
 
 
-__all__ = ["Episodes", "ImageClasses", "LinearRepresentation", "Sinusoid", "TaskFamily",
+__all__ = ["ArrayPool", "Augment", "ClassPool", "Episodes", "ImageClasses", "LinearRepresentation", "Sinusoid", "TaskFamily",
            "episode_rng", "principal_angle_distance"]

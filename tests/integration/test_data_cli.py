@@ -40,7 +40,9 @@ def test_pack_rejects_a_bad_family_parameter(tmp_path):
 def test_pack_omniglot_subset(tmp_path):
     out = tmp_path / "omni"
     proc = cli("data", "pack", "omniglot", "--root", str(OMNIGLOT), "--out", str(out), "--limit-classes", "10",
-               "--train", "20", "--val", "5", "--test", "5", "--maxcount", "10")
+               "--maxcount", "4")
     assert proc.returncode == 0, proc.stderr
+    assert "test: 10 classes / 200 images" in proc.stdout
     described = json.loads(cli("data", "info", str(out), "--split", "test").stdout)
-    assert described["episodes"] == 5 and described["params"]["way"] == 5
+    assert described["classes"] == 10 and described["files"] == 3 and described["image_shape"] == [1, 28, 28]
+    assert cli("data", "verify", str(out)).returncode == 0

@@ -1,4 +1,4 @@
-"""Omniglot from the shared arrays: pack a small subset, read it back, check the split."""
+"""Omniglot from the shared arrays: pack a small subset as class shards, read it back, sample."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from distmeta.data import (
-    EpisodeReader,
-    ManifestError,
-    ShardEpisodeSource,
+    ClassShards,
+    Manifest,
     ShardLayout,
     omniglot_classes,
     pack_omniglot,
     split_characters,
 )
+from distmeta.tasks import ImageClasses, episode_rng
 
 ROOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"  # ../shared beside the repo
 LIMIT = 8
@@ -34,8 +35,7 @@ needs_lake = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     out = tmp_path_factory.mktemp("omniglot")
-    pack_omniglot(ROOT, str(out), {"train": 60, "val": 20, "test": 30}, way=5, shot=1, query=15,
-                  seed=4, limit_classes=LIMIT, layout=ShardLayout(maxcount=16))
+    pack_omniglot(ROOT, str(out), limit_classes=LIMIT, layout=ShardLayout(maxcount=3))
     return str(out)
 
 
@@ -65,51 +65,47 @@ def test_lake_arrays_resize_to_the_same_pixels():
     assert small.source.sha256 != big.source.sha256
 
 
-def test_episodes_read_back_with_shapes_labels_and_rotations(packed):
-    source = ShardEpisodeSource(packed, "train", seed=0, n_logical_shards=2)
-    source.check_compatible(family="omniglot", way=5, shot=1, query=15)
-    batch = source.sample(6, 0, 0, 1)
-    assert batch.support_x.shape == (6, 5, 1, 28, 28) and batch.query_x.shape == (6, 75, 1, 28, 28)
-    assert batch.loss == "cross_entropy"
-    assert batch.support_y.tolist() == [list(range(5))] * 6
-    assert batch.query_y[0].tolist() == sum(([k] * 15 for k in range(5)), [])
-    assert 0.0 <= float(batch.support_x.min()) and float(batch.support_x.max()) <= 1.0
-    rotations = {deg for rec in EpisodeReader(packed, "train").records()
-                 for _, deg in rec.meta["source_classes"]}
-    assert rotations == {0, 90, 180, 270}
-    with pytest.raises(ManifestError, match="way=5 but the config expects way=20"):
-        source.check_compatible(way=20)
+def test_classes_read_back_with_their_drawings(packed):
+    data = omniglot_classes(ROOT, limit_classes=LIMIT, dtype="uint8")
+    info = Manifest.read(packed).split("test")
+    assert info.is_classes and info.classes == LIMIT and info.images == 20 * LIMIT and len(info.rows) == 3
+    pool = ClassShards(packed, "test")
+    assert pool.image_shape == (1, 28, 28) and pool.counts().tolist() == [20] * LIMIT
+    assert pool.names == [f"char{int(c):04d}" for c in data.char_ids["test"]]
+    for c in (0, LIMIT - 1):
+        assert np.array_equal(pool.images(c, np.arange(20))[:, 0], data["test"][c])
 
 
-def test_support_images_are_the_source_drawings(packed):
-    data = omniglot_classes(ROOT, limit_classes=LIMIT)
-    rec = next(EpisodeReader(packed, "test").records())
-    row = {int(c): i for i, c in enumerate(data.char_ids["test"])}
-    for label, (char_id, degrees) in enumerate(rec.meta["source_classes"]):
-        assert degrees == 0
-        drawings = data["test"][row[char_id]]
-        assert any(np.array_equal(rec.support_x[label, 0], d) for d in drawings)
+def test_packed_and_in_memory_pools_give_the_same_episodes(packed):
+    memory = omniglot_classes(ROOT, limit_classes=LIMIT)["train"]
+    a = ImageClasses(ClassShards(packed, "train"), 5, 1, 15, rotations=True).sample(6, 3, 7, 1)
+    b = ImageClasses(memory, 5, 1, 15, rotations=True).sample(6, 3, 7, 1)
+    for name in ("support_x", "support_y", "query_x", "query_y"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    assert a.support_x.shape == (6, 5, 1, 28, 28) and a.query_x.shape == (6, 75, 1, 28, 28)
+    assert a.support_y.tolist() == [list(range(5))] * 6
+
+
+def test_rotations_are_new_classes_of_meta_train_only(packed):
+    tasks = ImageClasses(ClassShards(packed, "train"), 5, 1, 1, rotations=True)
+    assert tasks.n_classes == 4 * LIMIT
+    drawn = np.concatenate([tasks.draw(8, episode_rng(0, s, 0)).classes.ravel() for s in range(5)])
+    assert set(drawn // LIMIT) == {0, 1, 2, 3}
 
 
 def test_no_meta_test_character_in_meta_train(packed):
-    def characters(split):
-        return {c for rec in EpisodeReader(packed, split).records() for c, _ in rec.meta["source_classes"]}
-
-    train, val, test = characters("train"), characters("val"), characters("test")
-    assert train and val and test
+    train, val, test = (set(ClassShards(packed, s).names) for s in ("train", "val", "test"))
+    assert len(train) == len(val) == len(test) == LIMIT
     assert not train & test and not train & val and not val & test
-    assert not {d for rec in EpisodeReader(packed, "test").records() for _, d in rec.meta["source_classes"]} - {0}
 
 
-def test_uint8_storage_reads_back_the_same_floats(packed, tmp_path):
-    small = str(tmp_path / "u8")
-    pack_omniglot(ROOT, small, {"test": 30}, seed=4, limit_classes=LIMIT,
-                  layout=ShardLayout(maxcount=16, x_dtype="uint8"))
-    a = next(EpisodeReader(packed, "test").batches(30))
-    b = next(EpisodeReader(small, "test").batches(30))
-    assert a.support_x.dtype == b.support_x.dtype
-    assert np.array_equal(a.support_x.numpy(), b.support_x.numpy())
-    assert np.array_equal(a.query_x.numpy(), b.query_x.numpy())
+def test_an_rgb_84_pixel_pack_repeats_the_grey_drawing(tmp_path):
+    out = str(tmp_path / "rgb")
+    pack_omniglot(ROOT, out, limit_classes=2, image_size=84, channels=3)
+    pool = ClassShards(out, "val")
+    images = pool.images(1, np.array([3, 0]))
+    assert images.shape == (2, 3, 84, 84) and images.dtype == np.uint8
+    assert np.array_equal(images[:, 0], images[:, 2]) and images.max() == 255
 
 
 @needs_lake

@@ -54,7 +54,7 @@ def test_image_tasks_labels_and_rotations():
 def test_image_tasks_reject_impossible_requests():
     with pytest.raises(ValueError, match="way=6"):
         ImageClasses(np.zeros((5, 4, 6, 6)), way=6, shot=1, query=1)
-    with pytest.raises(ValueError, match="only 4 examples"):
+    with pytest.raises(ValueError, match="smallest class has only 4 images"):
         ImageClasses(np.zeros((5, 4, 6, 6)), way=2, shot=2, query=3)
 
 
