@@ -88,9 +88,10 @@ class OpenSection(Section):
                                  for n, v in values.items()})
 
 
-IMAGE_KEYS = {"way": int, "shot": int, "query": int, "rotations": bool, "augment": bool}
+IMAGE_KEYS = {"way": int, "shot": int, "query": int, "rotations": bool, "augment": bool, "labels": str}
 """``task.family: images`` (class shards at ``data.path``): N-way K-shot (``query`` per class),
-Omniglot-style ``rotations`` as new classes (meta-train only), training ``augment``ation."""
+Omniglot-style ``rotations`` as new classes (meta-train only), training ``augment``ation,
+``labels``: ``episode`` (0..way-1) or ``global`` (pool class ids, for ERM pre-training)."""
 OMNIGLOT_KEYS = frozenset({*IMAGE_KEYS, "root", "image_size"})
 IMAGE_FAMILIES = ("omniglot", "images")
 
@@ -118,6 +119,8 @@ class TaskConfig(OpenSection):
                 kind = IMAGE_KEYS.get(key)
                 if kind is not None and not isinstance(value, kind):
                     raise ValueError(f"task.{key}={value!r}: expected {kind.__name__}")
+                if key == "labels" and value not in ("episode", "global"):
+                    raise ValueError(f"task.labels={value!r}: expected 'episode' or 'global'")
         return self
 
     @property
@@ -127,8 +130,13 @@ class TaskConfig(OpenSection):
 
 
 class ModelConfig(OpenSection):
+    """``name`` and the model's own keys; ``init``: start from a run directory's newest
+    checkpoint or a ``.pt`` file, taking the body's weights (``init_scope: body``) or all."""
+
     _section: ClassVar[str] = "model"
     name: str = "mlp"
+    init: str | None = None
+    init_scope: Literal["body", "all"] = "body"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -187,7 +195,8 @@ class RuntimeConfig(Section):
     pipelined: up to ``max_lag`` steps are submitted ahead of the one the driver collects.
     ``server_shards`` splits the parameters over that many server actors;
     ``node_aggregation`` pre-sums the gradients of a node's workers on that node;
-    ``deterministic`` asks torch (and cuDNN) for deterministic kernels; ``placement_wait_s``
+    ``deterministic`` asks torch (and cuDNN) for deterministic kernels; ``precision: bf16``
+    computes meta-gradients under bf16 autocast (parameters stay float32); ``placement_wait_s``
     is how long to wait for an autoscaling cluster to grow to the resources asked for
     (0: a cluster that is too small is an error at once)."""
 
@@ -210,9 +219,13 @@ class RuntimeConfig(Section):
     deterministic: bool = False
     placement_wait_s: float = Field(0.0, ge=0)
     dtype: Literal["float32", "float64"] = "float32"
+    precision: Literal["float32", "bf16"] = "float32"
 
     @model_validator(mode="after")
     def _check(self) -> RuntimeConfig:
+        if self.precision == "bf16" and self.dtype != "float32":
+            raise ValueError(f"runtime.precision=bf16 needs runtime.dtype=float32 (parameters and gradient "
+                             f"sums stay float32), not {self.dtype}")
         if self.meta_batch % self.logical_shards:
             raise ValueError(f"runtime.meta_batch={self.meta_batch} must be a multiple of "
                              f"runtime.logical_shards={self.logical_shards}")
@@ -288,13 +301,13 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check_together(self) -> RunConfig:
-        way = self.task.way
+        way = self.task.way if self.task.kwargs.get("labels", "episode") == "episode" else None
         if self.task.family == "images" and not self.data.path:
             raise ValueError("task.family=images reads class shards: set data.path to a packed data "
                              "set (distmeta data pack ...)")
         if self.task.family not in IMAGE_FAMILIES and (self.eval.way or self.eval.shot):
             raise ValueError(f"eval.way / eval.shot: only image tasks have them, not task.family={self.task.family}")
-        if self.model.name == "conv4" and way is not None:
+        if self.model.name in ("conv4", "resnet12") and way is not None:
             n_way = self.model.model_extra.setdefault("n_way", way)  # type: ignore[union-attr]
             if n_way != way:
                 raise ValueError(f"model.n_way={n_way} does not match task.way={way}")

@@ -49,7 +49,7 @@ def evaluate(cfg: RunConfig, params: Params, split: str | None = None, episodes:
     steps = steps if steps is not None else (cfg.eval.steps if cfg.eval.steps is not None else
                                              max(getattr(rule, "inner_steps", 0), 1))
     dtype = getattr(torch, cfg.runtime.dtype)
-    model = cfg.model.build().to(dtype)
+    model = cfg.model.build().to(dtype).eval()  # meta-test: no DropBlock
     params = {k: v.to(dtype) for k, v in params.items()}
     total: Evaluation | None = None
     classification = False

@@ -96,7 +96,14 @@ def _eval_table(report: Any, title: str) -> Table:
 
 
 def print_evaluation(report: Any) -> None:
-    console.print(_eval_table(report, f"meta-test on {report.episodes} held-out episodes ({report.split}), 95% CI"))
+    """The meta-test table on the terminal, and its rows as lines in the log (train.log)."""
+    title = f"meta-test on {report.episodes} held-out episodes ({report.split}), 95% CI"
+    console.print(_eval_table(report, title))
+    for row in report.table():
+        acc = (f"  query acc {100 * row['query_acc']:.2f}% ± {100 * row['query_acc_ci95']:.2f}"
+               if report.acc is not None else "")
+        progress_log.info("%s: after %d inner steps  query loss %.4f ± %.4f%s", title, row["inner_steps"],
+                 row["query_loss"], row["query_loss_ci95"], acc)
 
 
 def print_summary(result: Any) -> None:

@@ -52,7 +52,7 @@ class Chunk:
             return task_loss(self.kind, forward(self.model, {**self.frozen, **p}, xi), yi)
 
         if self.batched:
-            return vmap(one)(adapted, x, y)
+            return vmap(one, randomness="different")(adapted, x, y)  # DropBlock: per-task draws
         loss, acc = one(adapted, x[0], y[0])
         return loss.unsqueeze(0), acc.unsqueeze(0)
 
@@ -61,7 +61,7 @@ class Chunk:
         def one(p: Mapping[str, Tensor], xi: Tensor) -> Tensor:
             return forward(self.model, {**self.frozen, **p}, xi)
 
-        return vmap(one)(adapted, x) if self.batched else one(adapted, x[0]).unsqueeze(0)
+        return vmap(one, randomness="different")(adapted, x) if self.batched else one(adapted, x[0]).unsqueeze(0)
 
     def support(self, adapted: Mapping[str, Tensor]) -> Tensor:
         return self.losses(adapted, self.batch.support_x, self.batch.support_y)[0]

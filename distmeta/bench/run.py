@@ -24,7 +24,7 @@ from distmeta.bench.timing import load_average, machine_info, threads
 
 log = logging.getLogger(__name__)
 Section = Callable[[bool, Console], dict[str, Any]]
-SECTION_NAMES = ("throughput", "memory", "runtime", "scaling", "data", "flops", "gpu")
+SECTION_NAMES = ("throughput", "memory", "deep", "runtime", "scaling", "data", "flops", "gpu")
 
 
 def sections() -> dict[str, Section]:
@@ -36,7 +36,7 @@ def sections() -> dict[str, Section]:
             return importlib.import_module(f"distmeta.bench.{module}").run(quick, console)
         return call
 
-    return {"throughput": lazy("throughput"), "memory": lazy("peak_memory"), "runtime": lazy("runtime_overhead"),
+    return {"throughput": lazy("throughput"), "memory": lazy("peak_memory"), "deep": lazy("deep_memory"), "runtime": lazy("runtime_overhead"),
             "scaling": lazy("scaling"), "data": lazy("data_rate"), "flops": lazy("flops"), "gpu": lazy("gpu")}
 
 

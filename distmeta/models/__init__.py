@@ -4,8 +4,9 @@ from distmeta.models.base import HEAD_PREFIX, MetaModel, head_names
 from distmeta.models.conv4 import conv4
 from distmeta.models.linear import linear, linear_rep, representation
 from distmeta.models.mlp import mlp
+from distmeta.models.resnet12 import resnet12
 
-MODELS = {"mlp": mlp, "conv4": conv4, "linear_rep": linear_rep, "linear": linear}
+MODELS = {"mlp": mlp, "conv4": conv4, "resnet12": resnet12, "linear_rep": linear_rep, "linear": linear}
 
 
 def build_model(name: str, **kwargs) -> MetaModel:
@@ -16,4 +17,4 @@ def build_model(name: str, **kwargs) -> MetaModel:
 
 
 __all__ = ["HEAD_PREFIX", "MODELS", "MetaModel", "build_model", "conv4", "head_names", "linear",
-           "linear_rep", "mlp", "representation"]
+           "linear_rep", "mlp", "representation", "resnet12"]

@@ -23,7 +23,7 @@ from distmeta.runtime.storage import RunDir
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 AUTO = "auto"
-RUN_ONLY_PREFIXES = ("run_dir", "tracking.", "eval.", "checkpoint.", "data.on_error",
+RUN_ONLY_PREFIXES = ("run_dir", "tracking.", "eval.", "checkpoint.", "data.on_error", "data.cache_mb",
                      "runtime.workers", "runtime.cpus_per_worker", "runtime.gpus_per_worker",
                      "runtime.threads_per_worker", "runtime.placement", "runtime.on_worker_loss",
                      "runtime.step_timeout_s", "runtime.server_timeout_s", "runtime.max_step_retries",

@@ -48,6 +48,10 @@ def initial_params(cfg: RunConfig) -> Params:
     torch.manual_seed(cfg.seed)
     model = cfg.model.build()
     params = cfg.algorithm.build().init_params(model)
+    if cfg.model.init:
+        from distmeta.runtime.init import apply_init, read_init
+
+        params = apply_init(params, read_init(cfg.model.init), cfg.model.init_scope, cfg.model.init)
     dtype = getattr(torch, cfg.runtime.dtype)
     params = {k: v.to(dtype) for k, v in params.items()}
     if cfg.outer.zero_head:

@@ -71,7 +71,8 @@ def image_tasks(cfg: RunConfig, split: str, held_out: bool = False):
     train = split == "train" and not held_out
     return ImageClasses(_class_pool(cfg, split), **shape,
                         rotations=bool(kw.get("rotations", cfg.task.family == "omniglot")) and train,
-                        augment=Augment() if kw.get("augment", False) and train else None)
+                        augment=Augment() if kw.get("augment", False) and train else None,
+                        labels=kw.get("labels", "episode") if train else "episode")
 
 
 def task_source(cfg: RunConfig, split: str | None = None, n_logical_shards: int | None = None):

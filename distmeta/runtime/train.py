@@ -65,15 +65,25 @@ class TrainResult:
 
 
 def check_data(cfg: RunConfig) -> None:
-    """Fail before any actor starts when the episodes cannot be had: a missing or mismatched
-    dataset (``data.path``), or no Omniglot arrays where the config looks for them."""
+    """Fail before any actor starts when the episodes cannot be had (a missing or mismatched
+    dataset at ``data.path``, no Omniglot arrays where the config looks for them, images the
+    model does not take) or ``model.init`` does not fit the model."""
     from pathlib import Path
 
     from distmeta.runtime.sources import OMNIGLOT_ENV, omniglot_root, task_source
 
+    if cfg.model.init:
+        from distmeta.runtime.server import initial_params
+
+        initial_params(cfg)  # a checkpoint that does not fit is a ConfigError before any actor starts
     if cfg.data.path:
         source = task_source(cfg)
         check_input_shape(cfg, getattr(getattr(source, "pool", None), "image_shape", None))
+        if getattr(source, "labels", None) == "global":
+            n_way = cfg.model.kwargs.get("n_way", 0)
+            if n_way < source.n_classes:
+                raise ConfigError(f"model.n_way={n_way}: task.labels=global needs one output per class of "
+                                  f"the split, {source.n_classes}")
     elif cfg.task.family == "omniglot" and not Path(omniglot_root(cfg.task.kwargs)).is_dir():
         raise FileNotFoundError(
             f"Omniglot not found at {omniglot_root(cfg.task.kwargs)}: set task.root or ${OMNIGLOT_ENV}, "

@@ -33,6 +33,13 @@ def set_determinism(cfg: RunConfig) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast for ``runtime.precision: bf16`` (forward and backward of the inner loop
+    and the outer gradient); parameters and gradient sums stay float32. fp16 is not offered:
+    double backward under fp16 is known to give NaN, bf16 has float32's range."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 class MetaWorker:
     def __init__(self, config: dict[str, Any]) -> None:
         self.cfg = validate(config)
@@ -60,7 +67,8 @@ class MetaWorker:
         metrics: dict[int, dict[str, float]] = {}
         for shard in shards:
             batch = self.source.sample(self.cfg.runtime.tasks_per_shard, self.cfg.seed, step, shard)
-            mg = self.rule.meta_gradient(self.model, params, batch.to(self.device, self.dtype))
+            with autocast(self.device, self.cfg.runtime.precision):
+                mg = self.rule.meta_gradient(self.model, params, batch.to(self.device, self.dtype))
             leaves[shard] = ({k: g.detach() for k, g in mg.grads.items()}, mg.n_tasks)
             metrics[shard] = mg.metrics
         blocks = presum(leaves, self.cfg.runtime.logical_shards)

@@ -28,6 +28,12 @@ from distmeta.tasks.seeding import episode_rng
 from distmeta.types import EpisodeBatch
 
 
+LABELS = ("episode", "global")
+"""``episode``: labels 0..way-1 in each task's random class order (few-shot tasks);
+``global``: each image's class index in the pool (multi-task ERM pre-training over all
+classes, the "normal SGD" baseline: Chen et al. 2019, Collins et al. 2022)."""
+
+
 class ClassPool(Protocol):
     """Classes of images: how many, how many images each, and the images themselves."""
 
@@ -103,12 +109,15 @@ class ImageClasses:
     query: int = 15
     rotations: bool = False
     augment: Augment | None = None
+    labels: str = "episode"
 
     loss = "cross_entropy"
 
     def __post_init__(self) -> None:
         if isinstance(self.pool, np.ndarray):
             object.__setattr__(self, "pool", ArrayPool(self.pool))
+        if self.labels not in LABELS:
+            raise ValueError(f"task.labels={self.labels!r}: expected one of {list(LABELS)}")
         if self.way < 2 or self.shot < 1 or self.query < 1:
             raise ValueError(f"task.way={self.way}, task.shot={self.shot}, task.query={self.query}: "
                              "need way >= 2, shot >= 1, query >= 1")
@@ -147,7 +156,8 @@ class ImageClasses:
                 xs[t, label] = as_float(self.class_images(int(c), picks))
         if self.augment is not None:
             self.augment(xs.reshape(-1, *shape), rng)
-        labels = np.broadcast_to(np.arange(self.way)[None, :, None], (n_tasks, self.way, n))
+        slots = classes if self.labels == "global" else np.arange(self.way)[None, :]
+        labels = np.broadcast_to(slots[:, :, None], (n_tasks, self.way, n))
         k = self.shot
         return Episodes(
             np.ascontiguousarray(xs[:, :, :k].reshape(n_tasks, -1, *shape)),

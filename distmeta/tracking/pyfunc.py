@@ -20,7 +20,7 @@ class MetaLearner(mlflow.pyfunc.PythonModel):
         self.cfg = validate(parse_yaml(Path(context.artifacts["config"]).read_text()))
         state = torch.load(context.artifacts["params"], weights_only=True, map_location="cpu")
         self.dtype = getattr(torch, self.cfg.runtime.dtype)
-        self.model = self.cfg.model.build().to(self.dtype)
+        self.model = self.cfg.model.build().to(self.dtype).eval()
         self.rule = self.cfg.algorithm.build()
         self.params = {k: v.to(self.dtype) for k, v in state["params"].items()}
         rule_steps = getattr(self.rule, "inner_steps", 0)
