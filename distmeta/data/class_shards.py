@@ -80,6 +80,11 @@ class ClassShards:
             self._counts = np.array([c[2] for c in classes])
         return self._classes
 
+    def verify(self) -> list[str]:
+        """Check every file of the split now; return the skipped ones."""
+        self._load()
+        return list(self.skipped)
+
     @property
     def n_classes(self) -> int:
         return len(self._load())

@@ -150,7 +150,6 @@ def run_data_command(args: argparse.Namespace) -> int:
             console.print_json(json.dumps(_reader(args.path, split).describe(), default=str))
         return 0
     for split in splits:
-        reader = _reader(args.path, split)
-        reader.verify() if hasattr(reader, "verify") else reader.n_classes
+        _reader(args.path, split).verify()
         console.print(f"{args.path} [{split}]: every shard matches the manifest")
     return 0

@@ -27,7 +27,6 @@ from distmeta.tasks.augment import Augment
 from distmeta.tasks.seeding import episode_rng
 from distmeta.types import EpisodeBatch
 
-
 LABELS = ("episode", "global")
 """``episode``: labels 0..way-1 in each task's random class order (few-shot tasks);
 ``global``: each image's class index in the pool (multi-task ERM pre-training over all

@@ -85,7 +85,7 @@ def test_a_corrupt_or_missing_class_shard_is_named_or_skipped(packed, tmp_path, 
     victim.write_bytes(original)
     (copy / "train-000002.tar").unlink()
     with pytest.raises(ShardError, match="train-000002.tar.*missing"):
-        ClassShards(str(copy), "train").n_classes
+        ClassShards(str(copy), "train").verify()
 
 
 def test_the_image_cache_is_bounded(packed):
