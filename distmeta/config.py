@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from distmeta.algorithms import ALGORITHMS
 from distmeta.errors import ConfigError
 from distmeta.models import MODELS
+from distmeta.tasks.registry import FAMILIES, IMAGE_FAMILIES, TASKS
 
 __all__ = ["ConfigError", "RunConfig", "load_config", "validate", "apply_overrides", "parse_yaml"]
 
@@ -93,21 +94,20 @@ IMAGE_KEYS = {"way": int, "shot": int, "query": int, "rotations": bool, "augment
 Omniglot-style ``rotations`` as new classes (meta-train only), training ``augment``ation,
 ``labels``: ``episode`` (0..way-1) or ``global`` (pool class ids, for ERM pre-training)."""
 OMNIGLOT_KEYS = frozenset({*IMAGE_KEYS, "root", "image_size"})
-IMAGE_FAMILIES = ("omniglot", "images")
 
 
 class TaskConfig(OpenSection):
-    """``family``: sinusoid | linear_rep | omniglot | images; the rest are the family's own keys."""
+    """``family``: one of :data:`distmeta.tasks.FAMILIES`; the rest are the family's own keys."""
 
     _section: ClassVar[str] = "task"
-    family: Literal["sinusoid", "linear_rep", "omniglot", "images"] = "sinusoid"
+    family: str = "sinusoid"
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
-        from distmeta.tasks import LinearRepresentation, Sinusoid
-
-        if self.family in ("sinusoid", "linear_rep"):
-            cls = Sinusoid if self.family == "sinusoid" else LinearRepresentation
+        if self.family not in FAMILIES:
+            raise ValueError(f"task.family={self.family!r}: expected one of {list(FAMILIES)}")
+        if self.family in TASKS:
+            cls = TASKS[self.family]
             self._check_and_coerce(cls)
             self._record_resolved(cls(**self.kwargs),
                                   [f for f, spec in cls.__dataclass_fields__.items() if spec.init])

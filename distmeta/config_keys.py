@@ -34,11 +34,11 @@ def _class_keys(target: Any, skip: tuple[str, ...] = ()) -> list[str]:
 
 
 def _choices(section: str) -> list[str]:
-    from distmeta.tasks import LinearRepresentation, Sinusoid
+    from distmeta.tasks import TASKS
 
     if section == "task":
-        families = {"sinusoid": _class_keys(Sinusoid), "linear_rep": _class_keys(LinearRepresentation),
-                    "omniglot": sorted(OMNIGLOT_KEYS), "images": sorted(IMAGE_KEYS)}
+        families = {name: _class_keys(cls) for name, cls in TASKS.items()} | {
+            "omniglot": sorted(OMNIGLOT_KEYS), "images": sorted(IMAGE_KEYS)}
         return [f"    family: {name}: {', '.join(keys)}" for name, keys in families.items()]
     registry, key = (MODELS, "name") if section == "model" else (ALGORITHMS, "name")
     return [f"    {key}: {name}: {', '.join(_class_keys(cls, skip=('min_inner_steps',)))}"

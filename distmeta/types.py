@@ -7,7 +7,7 @@ Data flows one way: ``data`` -> ``tasks`` (:class:`EpisodeBatch`) -> ``algorithm
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -119,5 +119,10 @@ class MetaAlgorithm(Protocol):
         """The meta-parameters: the model's, plus any the rule owns (e.g. a learnable ridge λ)."""
         ...
 
-    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch) -> MetaGradient:
+    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch, step: int = 0) -> MetaGradient:
+        """Grads and metrics SUMMED over the batch's tasks; ``step`` is the outer step."""
+        ...
+
+    def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch, steps: int | None = None) -> Any:
+        """Query loss/accuracy after 0..``steps`` inner steps, summed over tasks (an ``Evaluation``)."""
         ...

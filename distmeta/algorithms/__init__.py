@@ -4,16 +4,20 @@ Each rule is a frozen dataclass of its hyper-parameters. ``MetaGradient.grads`` 
 ``.metrics`` are sums over the batch's tasks.
 """
 
-from distmeta.algorithms.base import AdaptingRule, Evaluation
+from distmeta.algorithms.base import AdaptingRule, Evaluation, Rule
 from distmeta.algorithms.erm import ERM
 from distmeta.algorithms.fomaml import FOMAML
 from distmeta.algorithms.imaml import IMAML
+from distmeta.algorithms.kfo import KFO
+from distmeta.algorithms.leap import Leap
 from distmeta.algorithms.maml import MAML
+from distmeta.algorithms.metasgd import MetaSGD
+from distmeta.algorithms.protonet import ProtoNet
 from distmeta.algorithms.r2d2 import R2D2, ridge_head
 from distmeta.algorithms.registry import ALGORITHMS, build_algorithm
 from distmeta.algorithms.reptile import Reptile
 from distmeta.types import EpisodeBatch, MetaAlgorithm, MetaGradient, Params
 
-__all__ = ["ALGORITHMS", "ERM", "FOMAML", "IMAML", "MAML", "R2D2", "AdaptingRule", "EpisodeBatch",
-           "Evaluation", "MetaAlgorithm", "MetaGradient", "Params", "Reptile", "build_algorithm",
-           "ridge_head"]
+__all__ = ["ALGORITHMS", "ERM", "FOMAML", "IMAML", "KFO", "MAML", "R2D2", "AdaptingRule", "EpisodeBatch",
+           "Evaluation", "Leap", "MetaAlgorithm", "MetaGradient", "MetaSGD", "Params", "ProtoNet", "Reptile",
+           "Rule", "build_algorithm", "ridge_head"]

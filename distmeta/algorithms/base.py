@@ -1,18 +1,19 @@
-"""What the adapting rules share: hyper-parameters, validation, the inner loop, evaluation."""
+"""What every rule shares: hyper-parameters, validation, the chunked meta-gradient, the inner
+update hook, evaluation and prediction."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from distmeta.algorithms.chunk import Chunk, inner_sgd, slices
-from distmeta.algorithms.functional import Adapt, adapted_names, run_per_task
-from distmeta.types import EpisodeBatch, LossKind, MetaGradient, Params
+from distmeta.algorithms.chunk import Chunk, inner_loop, inner_path, slices
+from distmeta.algorithms.functional import Adapt, adapted_names
+from distmeta.types import EpisodeBatch, MetaGradient, Params
 
 
 @dataclass(frozen=True)
@@ -62,24 +63,73 @@ def model_params(model: nn.Module) -> Params:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-@dataclass(frozen=True)
-class AdaptingRule:
-    """Hyper-parameters of a rule with an inner loop of SGD on the support set.
+Sums = tuple[dict[str, Tensor], dict[str, Tensor]]
 
-    ``adapt`` picks what adapts: ``all``, ``head`` (ANIL, Raghu et al. 2020) or a list of
-    parameter names. ``vectorize`` maps the per-task work with ``torch.func.vmap`` (chunked
-    by ``chunk_size``); ``False`` runs the per-task loop.
-    """
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """What every rule shares (the interface of :class:`distmeta.types.MetaAlgorithm`:
+    :meth:`init_params`, :meth:`meta_gradient`, :meth:`evaluate`) and the engine: the batch is
+    cut into chunks of tasks (see :mod:`distmeta.algorithms.engine`), and a rule implements
+    :meth:`chunk_gradient`. ``vectorize`` runs a chunk of tasks at once (``torch.func.vmap``
+    of the forward, chunked by ``chunk_size``); ``False`` runs the per-task loop."""
+
+    vectorize: bool = True
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"algorithm({type(self).__name__}).chunk_size={self.chunk_size!r}: must be >= 1 or null")
+
+    def init_params(self, model: nn.Module) -> Params:
+        """The meta-parameters: the model's, plus any the rule owns (``rule.*``)."""
+        return model_params(model)
+
+    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch, step: int = 0) -> MetaGradient:
+        """The meta-gradient and metrics of ``batch``, SUMMED over its tasks; ``step`` is the
+        outer step (for rules scheduled over training)."""
+        names = self.adapted(params)
+        total: Sums | None = None
+        for part in slices(batch, self.vectorize, self.chunk_size):
+            grads, metrics = self.chunk_gradient(Chunk.make(model, params, names, part, self.vectorize, step))
+            grads = {k: grads[k].detach() for k in params}
+            total = (grads, metrics) if total is None else (
+                {k: total[0][k] + grads[k] for k in grads}, {k: total[1][k] + metrics[k] for k in metrics})
+        if total is None:
+            raise ValueError("EpisodeBatch holds no tasks")
+        return MetaGradient(total[0], batch.n_tasks, {k: float(v) for k, v in total[1].items()})
+
+    def chunk_gradient(self, c: Chunk) -> Sums:
+        """The meta-gradient of the chunk's tasks w.r.t. ``c.theta`` and their metrics, both
+        summed over tasks."""
+        raise NotImplementedError
+
+    def adapted(self, params: Params) -> tuple[str, ...]:
+        """The names that adapt in the inner loop (none without one)."""
+        return ()
+
+    def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch,
+                 steps: int | None = None) -> Evaluation:
+        """Query loss/accuracy per number of inner steps, summed over tasks."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AdaptingRule(Rule):
+    """A rule with an inner loop on the support set. It may change the inner update
+    (:meth:`inner_state`, :meth:`inner_step`: SGD by default), which the meta-gradient,
+    :meth:`evaluate` and :meth:`predict` all use, so a rule that learns its inner update is
+    one file. ``adapt`` picks what adapts: ``all``, ``head`` (ANIL, Raghu et al. 2020) or a
+    list of parameter names."""
 
     inner_lr: float = 0.01
     inner_steps: int = 1
     adapt: Adapt = "all"
-    vectorize: bool = True
-    chunk_size: int | None = None
 
     min_inner_steps: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         name = f"algorithm({type(self).__name__})"
         check_positive(name, "inner_lr", self.inner_lr)
         if not isinstance(self.inner_steps, int) or self.inner_steps < self.min_inner_steps:
@@ -88,25 +138,19 @@ class AdaptingRule:
             object.__setattr__(self, "adapt", tuple(self.adapt))
         if isinstance(self.adapt, str) and self.adapt not in ("all", "head"):
             raise ValueError(f"{name}.adapt={self.adapt!r}: expected 'all', 'head' or a list of parameter names")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError(f"{name}.chunk_size={self.chunk_size!r}: must be >= 1 or null")
 
-    # -- the interface -------------------------------------------------------------------
-    def init_params(self, model: nn.Module) -> Params:
-        return model_params(model)
-
-    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch) -> MetaGradient:
-        params = {k: v.detach() for k, v in params.items()}
-        names = adapted_names(params, self.adapt)
-        fn = self.task_fn(model, params, names, batch.loss)  # type: ignore[arg-type]
-        grads, metrics = run_per_task(fn, batch, self.vectorize, self.chunk_size)
-        return MetaGradient(grads, batch.n_tasks, {k: float(v) for k, v in metrics.items()})
-
-    def task_fn(self, model: nn.Module, params: Params, names: tuple[str, ...],
-                kind: LossKind) -> Callable[..., tuple[dict[str, Tensor], dict[str, Tensor]]]:
-        raise NotImplementedError
+    def adapted(self, params: Params) -> tuple[str, ...]:
+        return adapted_names(params, self.adapt)
 
     # -- the inner loop --------------------------------------------------------------------
+    def inner_state(self, c: Chunk) -> Any:
+        """What the inner update carries from step to step of one inner loop (SGD: nothing)."""
+        return None
+
+    def inner_step(self, c: Chunk, fast: Params, grads: Params, k: int, state: Any) -> tuple[Params, Any]:
+        """Inner step ``k``: ``fast - inner_lr * grads`` (SGD)."""
+        return {n: fast[n] - self.inner_lr * grads[n] for n in fast}, state
+
     def inner_objective(self, c: Chunk) -> Callable[[Params], Tensor] | None:
         """The per-task losses the inner loop descends on chunk ``c``; ``None`` is the plain
         support loss (iMAML adds a proximal term)."""
@@ -117,11 +161,10 @@ class AdaptingRule:
         """Model outputs ``[T, Q, ...]`` on each task's query inputs after ``steps`` inner steps
         on its support set (default ``inner_steps``): what :meth:`evaluate` scores at that step."""
         steps = self.inner_steps if steps is None else steps
-        names = adapted_names(params, self.adapt)
         outs = []
         for part in slices(batch, self.vectorize, self.chunk_size):
-            c = Chunk.make(model, params, names, part, self.vectorize)
-            fast, _ = inner_sgd(c, steps, self.inner_lr, False, self.inner_objective(c)) if steps else (c.start, None)
+            c = Chunk.make(model, params, self.adapted(params), part, self.vectorize)
+            fast, _ = inner_loop(c, self, steps, False, self.inner_objective(c))
             with torch.no_grad():
                 outs.append(c.outputs(fast, part.query_x))
         return torch.cat(outs)
@@ -129,23 +172,20 @@ class AdaptingRule:
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch,
                  steps: int | None = None) -> Evaluation:
-        """Query loss/accuracy after 0, 1, ..., ``steps`` inner steps (default ``inner_steps``)."""
+        """Query loss/accuracy after 0, 1, ..., ``steps`` inner steps (default ``inner_steps``),
+        with the rule's own inner update."""
         steps = self.inner_steps if steps is None else steps
         if steps < 0:
             raise ValueError(f"evaluation steps={steps}: must be >= 0")
-        names = adapted_names(params, self.adapt)
         total: dict[str, Tensor] | None = None
         for part in slices(batch, self.vectorize, self.chunk_size):
-            c = Chunk.make(model, params, names, part, self.vectorize)
-            objective, fast, losses, accs = self.inner_objective(c), c.start, [], []
-            for s in range(steps + 1):
+            c = Chunk.make(model, params, self.adapted(params), part, self.vectorize)
+            with torch.no_grad():
+                curve = [c.query(c.start)]
+            for step in inner_path(c, self, steps, False, self.inner_objective(c)):
                 with torch.no_grad():
-                    loss, acc = c.query(fast)
-                losses.append(loss)
-                accs.append(acc)
-                if s < steps:
-                    fast, _ = inner_sgd(c, 1, self.inner_lr, False, objective, start=fast)
-            loss_t, acc_t = torch.stack(losses, 1), torch.stack(accs, 1)  # [T, steps + 1]
+                    curve.append(c.query(step.after))
+            loss_t, acc_t = (torch.stack([point[i] for point in curve], 1) for i in (0, 1))  # [T, steps + 1]
             sums = {"loss": loss_t.sum(0), "acc": acc_t.sum(0), "loss_sq": (loss_t ** 2).sum(0),
                     "acc_sq": (acc_t ** 2).sum(0)}
             total = sums if total is None else {k: total[k] + sums[k] for k in sums}

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from distmeta.algorithms.chunk import Chunk, gradients
+from distmeta.algorithms.chunk import Chunk, InnerUpdate, gradients
 from distmeta.types import Params
 
 
@@ -52,20 +52,25 @@ class _Rng:
         return fork
 
 
-def checkpointed_unroll(c: Chunk, steps: int, lr: float, objective: Callable[[Params], Tensor] | None = None,
+def checkpointed_unroll(c: Chunk, update: InnerUpdate, steps: int,
+                        objective: Callable[[Params], Tensor] | None = None,
                         ) -> tuple[dict[str, Tensor], Params, Tensor, tuple[Tensor, Tensor]]:
-    """``(outer gradient w.r.t. c.theta (task sums), phi_K, first inner loss, (query loss, acc))``."""
+    """``(outer gradient w.r.t. c.theta (task sums), phi_K, first inner loss, (query loss, acc))``
+    for the inner loop of ``update`` (any inner step: its meta-parameters, in ``c.frozen``,
+    collect their gradient in the same sweep). The inner state must not depend on the path."""
     loss_fn = objective or c.support
     path: list[Params] = []
     fast, first = _leaves(c.start), None
-    rng = _Rng(next(iter(c.theta.values())))
-    for _ in range(steps):
+    rng, state = _Rng(next(iter(c.theta.values()))), update.inner_state(c)
+    for k in range(steps):
         rng.save()
         loss = loss_fn(fast)
         first = loss.detach() if first is None else first
-        grads = torch.autograd.grad(loss.sum(), list(fast.values()))
+        grads = dict(zip(fast, torch.autograd.grad(loss.sum(), list(fast.values())), strict=True))
+        torch.clear_autocast_cache()  # under bf16 autocast: no cast copy of each stored iterate
         path.append(fast)
-        fast = _leaves({k: v.detach() - lr * g for (k, v), g in zip(fast.items(), grads, strict=True)})
+        with torch.no_grad():
+            fast = _leaves(update.inner_step(c, fast, grads, k, state)[0])
     q_loss, q_acc = c.query(fast)
     direct = gradients(q_loss.sum(), {**fast, **c.frozen})
     adjoint = {k: direct[k] for k in fast}
@@ -76,7 +81,8 @@ def checkpointed_unroll(c: Chunk, steps: int, lr: float, objective: Callable[[Pa
             g = torch.autograd.grad(loss_fn(phi).sum(), list(phi.values()), create_graph=True)
         finally:
             fork.__exit__(None, None, None)
-        nxt = [p - lr * gk for p, gk in zip(phi.values(), g, strict=True)]
+            torch.clear_autocast_cache()
+        nxt = list(update.inner_step(c, phi, dict(zip(phi, g, strict=True)), k, state)[0].values())
         pulled = torch.autograd.grad(nxt, [*phi.values(), *c.frozen.values()], grad_outputs=list(adjoint.values()),
                                      allow_unused=True)
         adjoint = dict(zip(phi, pulled[:len(phi)], strict=True))

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
-from torch.func import vmap
+from torch.func import functional_call, vmap
 
 from distmeta.algorithms.functional import forward, split
 from distmeta.losses import is_classification, task_loss
 from distmeta.types import EpisodeBatch, LossKind, Params
+
+BODY = "body."
 
 
 @dataclass
@@ -36,15 +39,17 @@ class Chunk:
     frozen: Params
     batch: EpisodeBatch
     batched: bool
+    step: int = 0
 
     @classmethod
     def make(cls, model: nn.Module, params: Params, names: tuple[str, ...], batch: EpisodeBatch,
-             batched: bool) -> Chunk:
+             batched: bool, step: int = 0) -> Chunk:
+        """``step`` is the outer step (for rules whose behaviour is scheduled over training)."""
         theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         adapted, frozen = split(theta, names)
         n = batch.n_tasks
         start = {k: v.expand(n, *v.shape) for k, v in adapted.items()} if batched else dict(adapted)
-        return cls(model, batch.loss, theta, start, frozen, batch, batched)  # type: ignore[arg-type]
+        return cls(model, batch.loss, theta, start, frozen, batch, batched, step)  # type: ignore[arg-type]
 
     def losses(self, adapted: Mapping[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per-task losses and accuracies ``[T]`` with ``adapted`` parameters on inputs ``x``."""
@@ -62,6 +67,18 @@ class Chunk:
             return forward(self.model, {**self.frozen, **p}, xi)
 
         return vmap(one, randomness="different")(adapted, x) if self.batched else one(adapted, x[0]).unsqueeze(0)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Per-task body features ``[T, N, F]`` with the chunk's (shared) body parameters: the
+        input of closed-form heads. Each task's forward is its own (transductive BatchNorm)."""
+        body = {k[len(BODY):]: v for k, v in {**self.frozen, **self.start}.items() if k.startswith(BODY)}
+        if self.batched and any(k.startswith(BODY) for k in self.start):
+            raise ValueError("features: the body must not adapt for a closed-form head")
+
+        def one(xi: Tensor) -> Tensor:
+            return functional_call(self.model.body, body, (xi,))
+
+        return vmap(one, randomness="different")(x) if self.batched else one(x[0]).unsqueeze(0)
 
     def support(self, adapted: Mapping[str, Tensor]) -> Tensor:
         return self.losses(adapted, self.batch.support_x, self.batch.support_y)[0]
@@ -91,24 +108,57 @@ def slices(batch: EpisodeBatch, vectorize: bool, chunk_size: int | None) -> Iter
         yield batch.slice(start, min(start + size, batch.n_tasks))
 
 
-def inner_sgd(c: Chunk, steps: int, lr: float, second_order: bool,
-              objective: Callable[[Params], Tensor] | None = None,
-              start: Params | None = None) -> tuple[Params, Tensor]:
-    """``steps`` of SGD per task from ``start`` (default ``c.start``) on the support loss (or
-    ``objective``, per-task values ``[T]``); with ``second_order`` the steps stay on the graph
-    (MAML), otherwise every step is detached. Returns the adapted parameters and the first loss."""
+class InnerUpdate(Protocol):
+    """The inner update: the state it carries across the steps of one inner loop, and the
+    step from the gradients. SGD (``fast - inner_lr * grads``) is the default of every rule;
+    Meta-SGD, MAML++'s LSLR and Meta-KFO learn theirs (their meta-parameters are in ``c.theta``)."""
+
+    def inner_state(self, c: Chunk) -> Any: ...
+
+    def inner_step(self, c: Chunk, fast: Params, grads: Params, k: int, state: Any) -> tuple[Params, Any]: ...
+
+
+@dataclass
+class InnerStep:
+    """One step of the inner loop: the parameters before and after, the loss at ``before``
+    (per task) and its gradients."""
+
+    k: int
+    before: Params
+    loss: Tensor
+    grads: Params
+    after: Params
+
+
+def inner_path(c: Chunk, update: InnerUpdate, steps: int, second_order: bool,
+               objective: Callable[[Params], Tensor] | None = None,
+               start: Params | None = None) -> Iterator[InnerStep]:
+    """``steps`` inner steps per task from ``start`` (default ``c.start``) on the support loss
+    (or ``objective``, per-task values ``[T]``), each made by ``update.inner_step``. With
+    ``second_order`` the steps stay on the graph (MAML), otherwise every step is detached."""
     loss_fn = objective or c.support
-    fast, first = (c.start if start is None else start), None
-    for _ in range(steps):
+    fast, state = (c.start if start is None else start), update.inner_state(c)
+    for k in range(steps):
         loss = loss_fn(fast)
-        first = loss.detach() if first is None else first
-        grads = torch.autograd.grad(loss.sum(), list(fast.values()), create_graph=second_order)
-        fast = {k: v - lr * g for (k, v), g in zip(fast.items(), grads, strict=True)}
+        grads = dict(zip(fast, torch.autograd.grad(loss.sum(), list(fast.values()), create_graph=second_order),
+                         strict=True))
+        after, state = update.inner_step(c, fast, grads, k, state)
         if not second_order:
-            fast = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
+            after = {n: v.detach().requires_grad_(True) for n, v in after.items()}
+        yield InnerStep(k, fast, loss, grads, after)
+        fast = after
+
+
+def inner_loop(c: Chunk, update: InnerUpdate, steps: int, second_order: bool,
+               objective: Callable[[Params], Tensor] | None = None) -> tuple[Params, Tensor]:
+    """The adapted parameters after ``steps`` inner steps, and the first inner loss."""
+    fast, first = c.start, None
+    for step in inner_path(c, update, steps, second_order, objective):
+        first = step.loss.detach() if first is None else first
+        fast = step.after
     if first is None:
         with torch.no_grad():
-            first = loss_fn(fast)
+            first = (objective or c.support)(fast)
     return fast, first
 
 

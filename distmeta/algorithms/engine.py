@@ -15,8 +15,9 @@ the MAML sinusoid MLP and Conv4. With
 ``vectorize=False`` a chunk is one task and the forward is a plain call: the per-task loop
 of learn2learn and higher, with one task's graph alive at a time.
 
-The chunk and its maths are in :mod:`distmeta.algorithms.chunk`; the rules (MAML, first-order
-MAML, Reptile, iMAML) differ only in :meth:`BatchedRule.chunk_gradient`.
+The chunk and its maths are in :mod:`distmeta.algorithms.chunk`; every rule (MAML and its
+relatives, ERM, the closed-form heads) is an :class:`~distmeta.algorithms.base.AdaptingRule`
+that differs in its ``chunk_gradient`` and, for the rules that learn it, its inner update.
 """
 
 from __future__ import annotations
@@ -24,48 +25,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from torch import Tensor, nn
-
-from distmeta.algorithms.base import AdaptingRule
-from distmeta.algorithms.chunk import Chunk, adaptation_metrics, gradients, inner_sgd, slices
-from distmeta.algorithms.functional import adapted_names
-from distmeta.types import EpisodeBatch, MetaGradient, Params
-
-Sums = tuple[dict[str, Tensor], dict[str, Tensor]]
+from distmeta.algorithms.base import AdaptingRule, Sums
+from distmeta.algorithms.chunk import Chunk, adaptation_metrics, gradients, inner_loop
 
 
 @dataclass(frozen=True)
-class BatchedRule(AdaptingRule):
-    """An adapting rule computed chunk by chunk with :class:`Chunk` (see the module docstring)."""
-
-    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch) -> MetaGradient:
-        names = adapted_names(params, self.adapt)
-        total: Sums | None = None
-        for part in slices(batch, self.vectorize, self.chunk_size):
-            grads, metrics = self.chunk_gradient(Chunk.make(model, params, names, part, self.vectorize))
-            grads = {k: grads[k].detach() for k in params}
-            total = (grads, metrics) if total is None else (
-                {k: total[0][k] + grads[k] for k in grads}, {k: total[1][k] + metrics[k] for k in metrics})
-        if total is None:
-            raise ValueError("EpisodeBatch holds no tasks")
-        return MetaGradient(total[0], batch.n_tasks, {k: float(v) for k, v in total[1].items()})
-
-    def chunk_gradient(self, c: Chunk) -> Sums:
-        """The meta-gradient of the chunk's tasks and their metrics, both summed over tasks."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class UnrolledRule(BatchedRule):
+class UnrolledRule(AdaptingRule):
     """The query gradient after an unrolled SGD inner loop: through it (``second_order``,
     MAML) or at its end (first-order MAML)."""
 
     second_order: ClassVar[bool] = True
 
+    def is_second_order(self, c: Chunk) -> bool:
+        """Whether chunk ``c`` differentiates through the loop (MAML++'s annealing may say no)."""
+        return self.second_order
+
     def chunk_gradient(self, c: Chunk) -> Sums:
-        fast, first = inner_sgd(c, self.inner_steps, self.inner_lr, self.second_order, self.inner_objective(c))
+        second_order = self.is_second_order(c)
+        fast, first = inner_loop(c, self, self.inner_steps, second_order, self.inner_objective(c))
         q_loss, q_acc = c.query(fast)
-        if self.second_order:
+        if second_order:
             grads = gradients(q_loss.sum(), c.theta)
         else:
             grads = gradients(q_loss.sum(), {**fast, **c.frozen})

@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
-from torch.func import grad
 
-from distmeta.algorithms.base import AdaptingRule
-from distmeta.algorithms.functional import loss_and_acc
+from distmeta.algorithms.base import AdaptingRule, Sums
+from distmeta.algorithms.chunk import Chunk, gradients
 from distmeta.losses import is_classification
-from distmeta.types import LossKind, Params
 
 
 @dataclass(frozen=True)
@@ -29,15 +26,14 @@ class ERM(AdaptingRule):
     inner_steps: int = 0
     min_inner_steps: ClassVar[int] = 0
 
-    def task_fn(self, model: nn.Module, params: Params, names: tuple[str, ...], kind: LossKind):
-        def task(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor):
-            x, y = torch.cat([xs, xq]), torch.cat([ys, yq])
-            grads = grad(lambda p: loss_and_acc(model, kind, p, x, y)[0])(params)
-            q_loss, q_acc = loss_and_acc(model, kind, params, xq, yq)
-            metrics = {"query_loss": q_loss, "query_loss_before": q_loss,
-                       "support_loss_before": loss_and_acc(model, kind, params, xs, ys)[0]}
-            if is_classification(kind):
-                metrics |= {"query_acc": q_acc, "query_acc_before": q_acc}
-            return grads, {k: v.detach() for k, v in metrics.items()}
-
-        return task
+    def chunk_gradient(self, c: Chunk) -> Sums:
+        b = c.batch
+        x, y = torch.cat([b.support_x, b.query_x], 1), torch.cat([b.support_y, b.query_y], 1)
+        grads = gradients(c.losses(c.start, x, y)[0].sum(), c.theta)
+        with torch.no_grad():
+            q_loss, q_acc = c.query(c.start)
+            metrics = {"query_loss": q_loss.sum(), "query_loss_before": q_loss.sum(),
+                       "support_loss_before": c.support(c.start).sum()}
+            if is_classification(c.kind):
+                metrics |= {"query_acc": q_acc.sum(), "query_acc_before": q_acc.sum()}
+        return grads, metrics

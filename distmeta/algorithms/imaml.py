@@ -23,20 +23,19 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from distmeta.algorithms.base import check_positive
+from distmeta.algorithms.base import AdaptingRule, Sums, check_positive
 from distmeta.algorithms.chunk import (
     Chunk,
     adaptation_metrics,
     conjugate_gradient,
     gradients,
-    inner_sgd,
+    inner_loop,
 )
-from distmeta.algorithms.engine import BatchedRule, Sums
 from distmeta.types import Params
 
 
 @dataclass(frozen=True)
-class IMAML(BatchedRule):
+class IMAML(AdaptingRule):
     """Implicit MAML: ``IMAML(inner_lr=0.1, inner_steps=16, lam=2.0, cg_steps=5)``."""
 
     lam: float = 1.0
@@ -62,7 +61,7 @@ class IMAML(BatchedRule):
 
     def chunk_gradient(self, c: Chunk) -> Sums:
         lam, damping = self.lam, self.damping
-        fast, first = inner_sgd(c, self.inner_steps, self.inner_lr, False, self.inner_objective(c))
+        fast, first = inner_loop(c, self, self.inner_steps, False, self.inner_objective(c))
         q_loss, q_acc = c.query(fast)
         g = gradients(q_loss.sum(), {**fast, **c.frozen})
         support_grad = gradients(c.support(fast).sum(), fast, create_graph=True)

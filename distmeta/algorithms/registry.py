@@ -1,4 +1,6 @@
-"""Config names -> rules. ANIL is not a rule of its own: it is ``maml`` with ``adapt: head``."""
+"""Config names -> rules: a new rule is its file plus one line here. ANIL is not a rule of its
+own: it is ``maml`` with ``adapt: head`` (ANIL-KFO: ``kfo`` with ``adapt: head``); MAML++ is
+``maml`` with its options (``lslr``, ``msl_steps``, ``first_order_steps``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,11 @@ from typing import Any
 from distmeta.algorithms.erm import ERM
 from distmeta.algorithms.fomaml import FOMAML
 from distmeta.algorithms.imaml import IMAML
+from distmeta.algorithms.kfo import KFO
+from distmeta.algorithms.leap import Leap
 from distmeta.algorithms.maml import MAML
+from distmeta.algorithms.metasgd import MetaSGD
+from distmeta.algorithms.protonet import ProtoNet
 from distmeta.algorithms.r2d2 import R2D2
 from distmeta.algorithms.reptile import Reptile
 
@@ -19,6 +25,10 @@ ALGORITHMS: dict[str, type] = {
     "reptile": Reptile,
     "erm": ERM,
     "r2d2": R2D2,
+    "protonet": ProtoNet,
+    "metasgd": MetaSGD,
+    "kfo": KFO,
+    "leap": Leap,
 }
 
 

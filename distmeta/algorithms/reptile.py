@@ -11,16 +11,16 @@ from dataclasses import dataclass
 
 import torch
 
-from distmeta.algorithms.chunk import Chunk, adaptation_metrics, inner_sgd
-from distmeta.algorithms.engine import BatchedRule, Sums
+from distmeta.algorithms.base import AdaptingRule, Sums
+from distmeta.algorithms.chunk import Chunk, adaptation_metrics, inner_loop
 
 
 @dataclass(frozen=True)
-class Reptile(BatchedRule):
+class Reptile(AdaptingRule):
     """Reptile: ``Reptile(inner_lr=0.1, inner_steps=5)``; use the outer SGD lr as epsilon."""
 
     def chunk_gradient(self, c: Chunk) -> Sums:
-        fast, first = inner_sgd(c, self.inner_steps, self.inner_lr, False, self.inner_objective(c))
+        fast, first = inner_loop(c, self, self.inner_steps, False, self.inner_objective(c))
         moved = c.task_sum({k: c.start[k] - fast[k] for k in fast})
         grads = {k: moved[k] if k in moved else torch.zeros_like(v) for k, v in c.theta.items()}
         return grads, adaptation_metrics(c, fast, first)

@@ -58,7 +58,7 @@ def add_data_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None
 
 def _family(args: argparse.Namespace):
     from distmeta.config import parse_yaml
-    from distmeta.tasks import LinearRepresentation, Sinusoid
+    from distmeta.tasks import build_task
 
     params: dict[str, Any] = {}
     for item in args.param:
@@ -66,9 +66,8 @@ def _family(args: argparse.Namespace):
         if not sep:
             raise ValueError(f"--param {item!r}: expected KEY=VALUE")
         params[key] = parse_yaml(raw)
-    cls = Sinusoid if args.source == "sinusoid" else LinearRepresentation
     try:
-        return cls(**params)
+        return build_task(args.source, **params)
     except TypeError as exc:
         raise ValueError(f"--param: {exc}") from None
 

@@ -13,7 +13,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from distmeta.config import IMAGE_FAMILIES, RunConfig
+from distmeta.config import RunConfig
+from distmeta.tasks.registry import IMAGE_FAMILIES
 from distmeta.types import EpisodeBatch
 
 EVAL_SEED_OFFSET = 1_000_003
@@ -82,10 +83,9 @@ def task_source(cfg: RunConfig, split: str | None = None, n_logical_shards: int 
         return image_tasks(cfg, split)
     if cfg.data.path:
         return _episode_shards(cfg, split, n_logical_shards or cfg.runtime.logical_shards)
-    from distmeta.tasks import LinearRepresentation, Sinusoid
+    from distmeta.tasks import build_task
 
-    cls = Sinusoid if cfg.task.family == "sinusoid" else LinearRepresentation
-    return cls(**cfg.task.kwargs)
+    return build_task(cfg.task.family, **cfg.task.kwargs)
 
 
 def evaluation_batches(cfg: RunConfig, split: str | None = None, episodes: int | None = None,

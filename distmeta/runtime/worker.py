@@ -68,7 +68,7 @@ class MetaWorker:
         for shard in shards:
             batch = self.source.sample(self.cfg.runtime.tasks_per_shard, self.cfg.seed, step, shard)
             with autocast(self.device, self.cfg.runtime.precision):
-                mg = self.rule.meta_gradient(self.model, params, batch.to(self.device, self.dtype))
+                mg = self.rule.meta_gradient(self.model, params, batch.to(self.device, self.dtype), step)
             leaves[shard] = ({k: g.detach() for k, g in mg.grads.items()}, mg.n_tasks)
             metrics[shard] = mg.metrics
         blocks = presum(leaves, self.cfg.runtime.logical_shards)

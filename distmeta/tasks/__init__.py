@@ -7,6 +7,7 @@ from typing import Protocol
 from distmeta.tasks.augment import Augment
 from distmeta.tasks.images import ArrayPool, ClassPool, Episodes, ImageClasses
 from distmeta.tasks.linear_rep import LinearRepresentation, principal_angle_distance
+from distmeta.tasks.registry import FAMILIES, IMAGE_FAMILIES, TASKS, build_task
 from distmeta.tasks.seeding import episode_rng
 from distmeta.tasks.sinusoid import Sinusoid
 from distmeta.types import EpisodeBatch
@@ -18,5 +19,5 @@ class TaskFamily(Protocol):
     def sample(self, n_tasks: int, seed: int, step: int, shard: int) -> EpisodeBatch: ...
 
 
-__all__ = ["ArrayPool", "Augment", "ClassPool", "Episodes", "ImageClasses", "LinearRepresentation", "Sinusoid", "TaskFamily",
+__all__ = ["FAMILIES", "IMAGE_FAMILIES", "TASKS", "ArrayPool", "Augment", "ClassPool", "Episodes", "build_task", "ImageClasses", "LinearRepresentation", "Sinusoid", "TaskFamily",
            "episode_rng", "principal_angle_distance"]

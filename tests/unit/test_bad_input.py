@@ -10,7 +10,7 @@ from distmeta.types import EpisodeBatch
 
 
 def test_unknown_rule_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"'mammal'.*\['erm', 'fomaml', 'imaml', 'maml', 'r2d2', 'reptile'\]"):
+    with pytest.raises(ValueError, match=r"'mammal'.*\['erm', 'fomaml', 'imaml', 'kfo', 'leap', 'maml', 'metasgd', 'protonet', 'r2d2', 'reptile'\]"):
         build_algorithm("mammal")
 
 
