@@ -129,6 +129,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Plot one metric of several runs (from their MLflow runs) in one figure, and print
+    each run's last value."""
+    import json
+
+    from distmeta.runtime.report import TRACKING_FILE
+    from distmeta.runtime.storage import RunDir
+    from distmeta.tracking.history import metric_history
+    from distmeta.tracking.plots import compare_curves
+
+    runs = {}
+    for location in args.runs:
+        rd = RunDir(location)
+        if not rd.exists(TRACKING_FILE):
+            raise FileNotFoundError(f"{location}: no {TRACKING_FILE} (not a tracked run directory)")
+        tracked = json.loads(rd.read_text(TRACKING_FILE))
+        runs[location.rstrip("/").rsplit("/", 1)[-1]] = metric_history(tracked["uri"], tracked["run_id"], args.metric)
+    out = compare_curves(runs, args.out, args.metric, title=args.title, log_y=args.log_y)
+    for label, points in runs.items():
+        print(f"{label}: {args.metric} {points[-1][1]:.4g} at step {points[-1][0]}")
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from distmeta.data.cli import run_data_command
 
@@ -222,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=None, help="held-out episodes (default: eval.episodes)")
     e.add_argument("--no-track", action="store_true", help="do not log to the run's MLflow run")
     e.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="plot one metric of several runs in one figure")
+    _verbose(p, argparse.SUPPRESS)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--metric", required=True, help="e.g. principal_angle_distance, query_loss (train/ is implied)")
+    p.add_argument("--out", default="compare.png", help="PNG to write")
+    p.add_argument("--title", default=None)
+    p.add_argument("--log-y", action="store_true", help="logarithmic y axis")
+    p.set_defaults(func=cmd_compare)
 
     from distmeta.data.cli import add_data_parser
 

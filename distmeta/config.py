@@ -79,7 +79,12 @@ class OpenSection(Section):
         return dict(self.model_extra or {})
 
     def _check_and_coerce(self, target: Any, skip: tuple[str, ...] = ()) -> None:
-        """Validate the class's arguments and keep their typed values (numbers as numbers)."""
+        """Validate the class's arguments and keep their typed values (numbers as numbers).
+        A key set to null that the class does not take is dropped: ``model.name=resnet12
+        model.pool=null`` switches a config's model and removes its Conv4-only key."""
+        known = inspect.signature(target).parameters
+        for key in [k for k, v in self.kwargs.items() if v is None and k not in known]:
+            del self.model_extra[key]  # type: ignore[union-attr]
         self.model_extra.update(_check_kwargs(self._section, target, self.kwargs, skip))  # type: ignore[union-attr]
 
     def _record_resolved(self, obj: Any, names: list[str]) -> None:

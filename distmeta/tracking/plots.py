@@ -86,3 +86,24 @@ def adaptation_curve(
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def compare_curves(runs: Mapping[str, Sequence[tuple[int, float]]], path: str | os.PathLike[str],
+                   metric: str, title: str | None = None, log_y: bool = False) -> Path:
+    """One panel: ``metric`` over steps for each labelled run; a PNG at ``path``."""
+    if not runs or any(len(points) == 0 for points in runs.values()):
+        raise ValueError(f"compare_curves: every run needs points of {metric!r}")
+    fig, (ax,) = _new_figure(1)
+    fig.set_size_inches(6.4, 4.0)
+    for label, points in runs.items():
+        steps, values = zip(*sorted(points), strict=True)
+        ax.plot(steps, values, linewidth=1.4, label=label)
+    ax.set_xlabel("outer step")
+    ax.set_ylabel(metric)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)

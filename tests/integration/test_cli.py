@@ -117,3 +117,11 @@ def test_top_level_help_does_not_import_torch():
             "print('torch' in sys.modules, 'ray' in sys.modules, 'mlflow' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "False False False"
+
+
+def test_a_null_override_drops_a_key_the_new_class_does_not_take(capsys):
+    from distmeta.cli import main
+
+    assert main(["config", "configs/omniglot_5w1s_maml.yaml", "model.name=resnet12", "model.pool=null"]) == 0
+    out = capsys.readouterr().out
+    assert "name: resnet12" in out and "pool" not in out

@@ -174,3 +174,14 @@ def test_the_logged_model_adapts_and_predicts_with_the_eval_commands_score(local
                               "query_x": batch.query_x.numpy()}, params={"inner_steps": 3})
         errors.append(((pred - batch.query_y.numpy()) ** 2).mean(axis=(1, 2)))
     assert float(np.concatenate(errors).mean()) == pytest.approx(report.loss[3], rel=1e-5)
+
+
+def test_compare_plots_a_metric_of_runs_from_their_mlflow_runs(local_run, tmp_path, capsys):
+    from distmeta.cli import main
+
+    result, _ = local_run
+    out = tmp_path / "curves.png"
+    assert main(["compare", result.run_dir, "--metric", "query_loss", "--out", str(out)]) == 0
+    last = [m["query_loss"] for s, m in result.history if s == 5][0]
+    assert out.read_bytes()[:4] == b"\x89PNG" and f"query_loss {last:.4g} at step 5" in capsys.readouterr().out
+    assert main(["compare", result.run_dir, "--metric", "nonsense", "--out", str(out)]) == 2
