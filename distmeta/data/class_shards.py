@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from distmeta.data.errors import ManifestError, ShardError
-from distmeta.data.manifest import Manifest, ShardRow, SplitInfo
-from distmeta.data.store import OnError, ReadStats, ShardStore
+from distmeta.data.manifest import ShardRow
+from distmeta.data.reader import OverStore
+from distmeta.data.store import OnError, ShardStore
 
 
-class ClassShards:
+class ClassShards(OverStore):
     """The classes of one split of a class-shard data set (a :class:`ClassPool`)."""
 
     def __init__(self, path: str, split: str = "train", on_error: OnError = "raise",
@@ -48,22 +49,6 @@ class ClassShards:
         state = self.__dict__.copy()
         state["_cache"] = OrderedDict()
         return state
-
-    @property
-    def manifest(self) -> Manifest:
-        return self._store.manifest
-
-    @property
-    def info(self) -> SplitInfo:
-        return self._store.info
-
-    @property
-    def stats(self) -> ReadStats:
-        return self._store.stats
-
-    @property
-    def skipped(self) -> list[str]:
-        return self._store.skipped
 
     def _load(self) -> list[tuple[ShardRow, int, int, str]]:
         if self._classes is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,17 @@ class ClassCheck:
             raise ShardError(path, f"member {member} is not a class record's meta (family "
                                    f"{CLASS_FAMILY!r} with a name): {str(meta)[:200]}")
         return meta
+
+
+def shared_class(named: Mapping[str, Iterable[str]]) -> tuple[str, str, str] | None:
+    """``(class, first split, second split)`` of the first class named in two splits, or ``None``."""
+    seen: dict[str, str] = {}
+    for split, names in named.items():
+        for name in names:
+            if name in seen:
+                return name, seen[name], split
+            seen[name] = split
+    return None
 
 
 def write_classes(out_dir: str, split: str, classes: Iterable[ClassRecord], *, dataset: str,

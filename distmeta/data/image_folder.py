@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from distmeta.data.classes import ClassRecord, pack_splits
+from distmeta.data.classes import ClassRecord, pack_splits, shared_class
 from distmeta.data.manifest import Manifest, SourceIdentity, file_sha256
 from distmeta.data.writer import ShardLayout
 
@@ -129,13 +129,10 @@ def _split_folders(root: Path) -> dict[str, dict[str, Path]]:
 
 
 def _check_names(named: dict[str, list[str]], where: Path) -> None:
-    seen: dict[str, str] = {}
-    for split, names in named.items():
-        for name in names:
-            if name in seen:
-                raise ValueError(f"split file {where}: class {name!r} is listed in split "
-                                 f"{seen[name]!r} and in split {split!r}; the splits must be disjoint")
-            seen[name] = split
+    clash = shared_class(named)
+    if clash:
+        raise ValueError(f"split file {where}: class {clash[0]!r} is listed in split {clash[1]!r} and in "
+                         f"split {clash[2]!r}; the splits must be disjoint")
 
 
 def _read_csv_split(path: Path) -> dict[str, list[str]]:

@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from distmeta.data.classes import pack_splits
+from distmeta.data.classes import pack_splits, shared_class
 from distmeta.data.image_folder import SPLITS, Groups, class_records, content_identity, size_pair
 from distmeta.data.manifest import Manifest, file_sha256
 from distmeta.data.writer import ShardLayout
@@ -77,13 +77,10 @@ def read_split_csv(path: Path) -> dict[str, list[str]]:
 
 
 def _check_disjoint(labels: dict[str, dict[str, list[str]]], csvs: dict[str, Path]) -> None:
-    seen: dict[str, str] = {}
-    for split, by_label in labels.items():
-        for label in by_label:
-            if label in seen:
-                raise ValueError(f"mini-ImageNet: class {label!r} is in {csvs[seen[label]]} and in "
-                                 f"{csvs[split]}; the splits must be disjoint")
-            seen[label] = split
+    clash = shared_class(labels)
+    if clash:
+        raise ValueError(f"mini-ImageNet: class {clash[0]!r} is in {csvs[clash[1]]} and in {csvs[clash[2]]}; "
+                         "the splits must be disjoint")
 
 
 def _resolve(images: Path, csv_path: Path, by_label: dict[str, list[str]],

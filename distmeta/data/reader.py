@@ -75,10 +75,19 @@ def _deal(info: SplitInfo, n_logical_shards: int) -> list[LogicalShard]:
     return [LogicalShard.deal(info.rows, r, n_logical_shards) for r in range(n_logical_shards)]
 
 
-class _OverStore:
-    """What a reader over one split's :class:`ShardStore` reports: read stats, skipped files."""
+class OverStore:
+    """What a reader over one split's :class:`ShardStore` reports: its manifest and split,
+    read stats, skipped files."""
 
     _store: ShardStore
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._store.manifest
+
+    @property
+    def info(self) -> SplitInfo:
+        return self._store.info
 
     @property
     def stats(self) -> ReadStats:
@@ -89,7 +98,7 @@ class _OverStore:
         return self._store.skipped
 
 
-class ShardEpisodeSource(_OverStore):
+class ShardEpisodeSource(OverStore):
     """A task family backed by packed shards: ``sample(n_tasks, seed, step, shard)``.
 
     Construction reads only the manifest. ``verify="open"`` checks every file up front
@@ -109,14 +118,6 @@ class ShardEpisodeSource(_OverStore):
         self._perms: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
         if verify == "open":
             self.verify()
-
-    @property
-    def manifest(self) -> Manifest:
-        return self._store.manifest
-
-    @property
-    def info(self) -> SplitInfo:
-        return self._store.info
 
     def check_compatible(self, **expected: Any) -> None:
         """:class:`ManifestError` unless the packed family matches (``way=5, shot=1 ...``)."""
@@ -208,7 +209,7 @@ class ShardEpisodeSource(_OverStore):
         self._store.close()
 
 
-class EpisodeReader(_OverStore):
+class EpisodeReader(OverStore):
     """Evaluation: every episode of a split (or of one logical shard) exactly once, in order."""
 
     def __init__(self, path: str, split: str = "test", *, shard: int = 0, n_logical_shards: int = 1,
