@@ -85,7 +85,7 @@ def checkpointed_unroll(c: Chunk, update: InnerUpdate, steps: int,
         nxt = list(update.inner_step(c, phi, dict(zip(phi, g, strict=True)), k, state)[0].values())
         pulled = torch.autograd.grad(nxt, [*phi.values(), *c.frozen.values()], grad_outputs=list(adjoint.values()),
                                      allow_unused=True)
-        adjoint = dict(zip(phi, pulled[:len(phi)], strict=True))
+        adjoint = {n: torch.zeros_like(phi[n]) if g is None else g for n, g in zip(phi, pulled[:len(phi)], strict=True)}
         for k, extra in zip(c.frozen, pulled[len(phi):], strict=True):
             if extra is not None:
                 frozen[k] = frozen[k] + extra

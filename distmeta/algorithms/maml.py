@@ -18,7 +18,10 @@ MAML++ (Section 4), each an option:
   the last step (the paper's code: non-final weights fall linearly to 0.03/K); then the
   last step's loss alone;
 * ``first_order_steps`` (DA): first order for the first ``first_order_steps`` outer steps,
-  then second order.
+  then second order;
+* ``bn_per_step`` (BNWB): BatchNorm weights and biases per inner step, meta-learned and not
+  adapted by the inner SGD: step 0 uses the model's own, step k the copy
+  ``rule.bnwb.<k>.<name>`` (k = 1..K; steps past K at test time use the last).
 
 BatchNorm here is transductive (no running statistics), so MAML++'s per-step running
 statistics (BNRS) have nothing to keep.
@@ -39,6 +42,13 @@ from distmeta.algorithms.functional import RULE_PREFIX
 from distmeta.types import Params
 
 LSLR = RULE_PREFIX + "lslr."
+BNWB = RULE_PREFIX + "bnwb."
+
+
+def batchnorm_names(model: nn.Module) -> list[str]:
+    """Names of the affine BatchNorm parameters of ``model``."""
+    return [f"{name}.{p}" for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p, _ in m.named_parameters(recurse=False)]
 
 
 def msl_weights(steps: int, outer_step: int, anneal_steps: int) -> list[float]:
@@ -61,6 +71,7 @@ class MAML(UnrolledRule):
     lslr: bool = False
     msl_steps: int = 0
     first_order_steps: int = 0
+    bn_per_step: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,13 +84,24 @@ class MAML(UnrolledRule):
         if self.lslr:
             params |= {LSLR + n: torch.full((self.inner_steps,), self.inner_lr, dtype=params[n].dtype)
                        for n in self.adapted(params)}
+        if self.bn_per_step:
+            names = [n for n in batchnorm_names(model) if n in self.adapted(params)]
+            if not names:
+                raise ValueError("algorithm.bn_per_step: no adapted BatchNorm parameters (the model has none, "
+                                 "or algorithm.adapt leaves them out)")
+            params |= {f"{BNWB}{k}.{n}": params[n].clone() for k in range(1, self.inner_steps + 1) for n in names}
         return params
 
     def inner_step(self, c: Chunk, fast: Params, grads: Params, k: int, state: Any) -> tuple[Params, Any]:
-        if not self.lslr:
-            return super().inner_step(c, fast, grads, k, state)
-        step = min(k, self.inner_steps - 1)
-        return {n: fast[n] - c.theta[LSLR + n][step] * grads[n] for n in fast}, state
+        if self.lslr:
+            step = min(k, self.inner_steps - 1)
+            after = {n: fast[n] - c.theta[LSLR + n][step] * grads[n] for n in fast}
+        else:
+            after, state = super().inner_step(c, fast, grads, k, state)
+        if self.bn_per_step:
+            copy = f"{BNWB}{min(k + 1, self.inner_steps)}."
+            after |= {n: c.theta[copy + n].expand_as(fast[n]) for n in fast if copy + n in c.theta}
+        return after, state
 
     def is_second_order(self, c: Chunk) -> bool:
         return c.step >= self.first_order_steps
