@@ -248,15 +248,15 @@ def test_maml_plus_plus_per_step_batchnorm_weights():
         for t in range(batch.n_tasks):
             fast = {n: p[n] for n in names}
 
-            def loss(x, y):
-                return torch.nn.functional.cross_entropy(functional_call(model, fast, (x,)), y)
+            def loss(params, x, y):
+                return torch.nn.functional.cross_entropy(functional_call(model, params, (x,)), y)
 
             for k in range(2):
-                grads = torch.autograd.grad(loss(batch.support_x[t], batch.support_y[t]), [fast[n] for n in names],
-                                            create_graph=True)
+                grads = torch.autograd.grad(loss(fast, batch.support_x[t], batch.support_y[t]),
+                                            [fast[n] for n in names], create_graph=True)
                 fast = {n: p[f"rule.bnwb.{k + 1}.{n}"] if n in bn else fast[n] - 0.1 * g
                         for n, g in zip(names, grads, strict=True)}
-            total = total + loss(batch.query_x[t], batch.query_y[t])
+            total = total + loss(fast, batch.query_x[t], batch.query_y[t])
         return total
 
     check(rule, model, params, batch, reference, fd_entries=2)
