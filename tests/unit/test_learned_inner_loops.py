@@ -259,7 +259,7 @@ def test_maml_plus_plus_per_step_batchnorm_weights():
             total = total + loss(fast, batch.query_x[t], batch.query_y[t])
         return total
 
-    check(rule, model, params, batch, reference, fd_entries=2)
+    check(rule, model, params, batch, reference, fd_entries=1)
     ckpt = MAML(inner_lr=0.1, inner_steps=2, bn_per_step=True, checkpoint_inner=True)
     plain = rule.meta_gradient(model, params, batch).grads
     assert all(torch.allclose(ckpt.meta_gradient(model, params, batch).grads[k], plain[k], rtol=1e-12, atol=1e-15)
