@@ -21,11 +21,12 @@ def _type_name(annotation: Any) -> str:
 
 
 def _class_keys(target: Any, skip: tuple[str, ...] = ()) -> list[str]:
-    """``key=default`` for a dataclass's fields or a function's arguments."""
+    """``key=default`` for a dataclass's fields (its own first, keyword-only shared ones last)
+    or a function's arguments."""
     if dataclasses.is_dataclass(target):
         items = [(f.name, f.default if f.default is not dataclasses.MISSING else
                   f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
-                 for f in dataclasses.fields(target) if f.init]
+                 for f in sorted((f for f in dataclasses.fields(target) if f.init), key=lambda f: f.kw_only)]
     else:
         items = [(n, p.default if p.default is not inspect.Parameter.empty else "(required)")
                  for n, p in inspect.signature(target).parameters.items()]

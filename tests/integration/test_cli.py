@@ -35,7 +35,8 @@ def test_a_config_error_from_the_installed_command_has_no_traceback():
     proc = run("train", CONFIG, "algorithm.inner_lrr=0.1")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("distmeta: error: algorithm.inner_lrr: unknown key; valid keys: "
-                                   "['adapt', 'chunk_size', 'inner_lr', 'inner_steps', 'vectorize']")
+                                   "['adapt', 'bn_per_step', 'checkpoint_inner', 'chunk_size', 'first_order_steps', 'inner_lr', "
+                                   "'inner_steps', 'lslr', 'msl_steps', 'vectorize']")
     assert "Traceback" not in proc.stdout
 
 
