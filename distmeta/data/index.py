@@ -23,7 +23,7 @@ from typing import Any
 
 from distmeta.data.episode import MEMBERS, MemberCheck
 from distmeta.data.errors import ShardError
-from distmeta.data.manifest import CLASS_FAMILY, ShardRow, join
+from distmeta.data.manifest import ShardRow, join
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -118,7 +118,7 @@ class _Spans:
         from distmeta.data.classes import CLASS_MEMBERS, ClassCheck
 
         self.row = row
-        self._classes = ClassCheck(row.shapes) if row.family == CLASS_FAMILY else None
+        self._classes = ClassCheck(row.shapes) if row.is_classes else None
         self._names = CLASS_MEMBERS if self._classes else MEMBERS
         self._check = None if self._classes else MemberCheck(row.shapes)
         self.spans: list[EpisodeSpan] = []
@@ -204,6 +204,6 @@ def index_shard(fs: Any, base: str, row: ShardRow) -> tuple[EpisodeSpan, ...]:
     if problem is not None:
         raise problem
     if len(spans.spans) != row.records:
-        what = "classes" if row.family == CLASS_FAMILY else "episodes"
+        what = "classes" if row.is_classes else "episodes"
         raise ShardError(row.path, f"{len(spans.spans)} {what}, the manifest says {row.records}")
     return tuple(spans.spans)

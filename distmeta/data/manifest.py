@@ -96,9 +96,14 @@ class ShardRow:
     images: int = 0
 
     @property
+    def is_classes(self) -> bool:
+        """A class shard (one record per class), not a file of episodes."""
+        return self.family == CLASS_FAMILY
+
+    @property
     def records(self) -> int:
         """Records in the file: classes for class shards, episodes otherwise."""
-        return self.classes if self.family == CLASS_FAMILY else self.episodes
+        return self.classes if self.is_classes else self.episodes
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -168,7 +173,7 @@ class SplitInfo:
     @property
     def is_classes(self) -> bool:
         """Class shards (fresh episodes sampled at every step), not a fixed episode pool."""
-        return self.family == CLASS_FAMILY
+        return self.rows[0].is_classes
 
     def check_compatible(self, **expected: Any) -> None:
         """Raise :class:`ManifestError` unless every given value matches the packed data.

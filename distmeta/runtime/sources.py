@@ -9,6 +9,7 @@ episodes in order, or fresh procedural tasks from a seed stream that training ne
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -43,21 +44,37 @@ def _episode_shards(cfg: RunConfig, split: str, n_logical_shards: int):
     return source
 
 
-def _class_pool(cfg: RunConfig, split: str):
-    """The split's classes: class shards at ``data.path``, or Omniglot arrays in memory."""
-    if cfg.data.path:
-        from distmeta.data import ClassShards, ManifestError
+@functools.lru_cache(maxsize=8)
+def _shards(path: str, split: str, on_error: str, cache_mb: float, digest: str):
+    """One :class:`ClassShards` per data set version (``digest``) and split in this process, so
+    repeated evaluations check the split's files once, not at every call."""
+    from distmeta.data import ClassShards
 
-        pool = ClassShards(cfg.data.path, split, on_error=cfg.data.on_error, cache_mb=cfg.data.cache_mb)
+    return ClassShards(path, split, on_error=on_error, cache_mb=cache_mb)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=2)
+def _omniglot_pools(root: str, image_size: int):
+    from distmeta.data import omniglot_classes
+
+    return omniglot_classes(root, image_size=image_size)
+
+
+def _class_pool(cfg: RunConfig, split: str):
+    """The split's classes: class shards at ``data.path``, or Omniglot arrays in memory (each
+    loaded once per process)."""
+    if cfg.data.path:
+        from distmeta.data import Manifest, ManifestError
+
+        digest = Manifest.read(cfg.data.path).digest
+        pool = _shards(cfg.data.path, split, cfg.data.on_error, cfg.data.cache_mb, digest)
         dataset = pool.info.params.get("dataset")
         if cfg.task.family == "omniglot" and dataset != "omniglot":
             raise ManifestError(f"data.path={cfg.data.path!r} holds {dataset!r} classes but task.family="
                                 "omniglot; use task.family=images for other data sets")
         return pool
-    from distmeta.data import omniglot_classes
-
     kw = cfg.task.kwargs
-    return omniglot_classes(omniglot_root(kw), image_size=kw.get("image_size", 28))[split]
+    return _omniglot_pools(omniglot_root(kw), kw.get("image_size", 28))[split]
 
 
 def image_tasks(cfg: RunConfig, split: str, held_out: bool = False):
