@@ -1,19 +1,26 @@
-"""What every rule shares: hyper-parameters, validation, the chunked meta-gradient, the inner
-update hook, evaluation and prediction."""
+"""What every rule shares: hyper-parameters, validation, the chunked meta-gradient and the
+scores of evaluation; and what every rule with an inner loop adds: an inner update
+(:mod:`distmeta.algorithms.inner`), a way to take the outer gradient
+(:mod:`distmeta.algorithms.outer`), evaluation and prediction with that inner update."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from distmeta.algorithms.chunk import Chunk, inner_loop, inner_path, slices
+from distmeta.algorithms.chunk import Chunk, Sums
+from distmeta.algorithms.engine import concat, over_chunks
 from distmeta.algorithms.functional import Adapt, adapted_names
+from distmeta.algorithms.inner import SGD, InnerLoop, InnerUpdate
+from distmeta.algorithms.outer import OuterGradient
 from distmeta.types import EpisodeBatch, MetaGradient, Params
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,11 @@ class Evaluation:
     n_tasks: int
     query_loss_sq: list[float] = field(default_factory=list)
     query_acc_sq: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_sums(cls, sums: dict[str, Tensor], n_tasks: int) -> Evaluation:
+        return cls(sums["loss"].tolist(), sums["acc"].tolist(), n_tasks, sums["loss_sq"].tolist(),
+                   sums["acc_sq"].tolist())
 
     def mean(self) -> tuple[list[float], list[float]]:
         return ([v / self.n_tasks for v in self.query_loss], [v / self.n_tasks for v in self.query_acc])
@@ -49,9 +61,10 @@ class Evaluation:
                           add(self.query_acc_sq, other.query_acc_sq))
 
 
-def evaluation_from_sums(out: dict[str, Tensor], n_tasks: int) -> Evaluation:
-    return Evaluation(out["loss"].tolist(), out["acc"].tolist(), n_tasks,
-                      out["loss_sq"].tolist(), out["acc_sq"].tolist())
+def score_sums(loss: Tensor, acc: Tensor) -> dict[str, Tensor]:
+    """The task sums of per-task scores ``[T, points]`` (and of their squares), per point: what
+    chunks add and :meth:`Evaluation.from_sums` reads."""
+    return {"loss": loss.sum(0), "acc": acc.sum(0), "loss_sq": (loss ** 2).sum(0), "acc_sq": (acc ** 2).sum(0)}
 
 
 def check_positive(owner: str, name: str, value: float) -> None:
@@ -61,9 +74,6 @@ def check_positive(owner: str, name: str, value: float) -> None:
 
 def model_params(model: nn.Module) -> Params:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
-
-
-Sums = tuple[dict[str, Tensor], dict[str, Tensor]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +87,9 @@ class Rule:
     vectorize: bool = True
     chunk_size: int | None = None
 
+    config_name: ClassVar[str] = ""
+    """The rule's ``algorithm.name``, for messages that name it (a plugin's: its class name)."""
+
     def __post_init__(self) -> None:
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"algorithm({type(self).__name__}).chunk_size={self.chunk_size!r}: must be >= 1 or null")
@@ -85,19 +98,21 @@ class Rule:
         """The meta-parameters: the model's, plus any the rule owns (``rule.*``)."""
         return model_params(model)
 
+    def over_chunks(self, model: nn.Module, params: Params, batch: EpisodeBatch, fn: Callable[[Chunk], T],
+                    step: int = 0, combine: Callable[[T, T], T] | None = None) -> T:
+        """``fn`` of each chunk of ``batch``, summed over the chunks (or ``combine``d)."""
+        return over_chunks(model, params, batch, fn, names=self.adapted(params), vectorize=self.vectorize,
+                           chunk_size=self.chunk_size, step=step, combine=combine)
+
     def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch, step: int = 0) -> MetaGradient:
         """The meta-gradient and metrics of ``batch``, SUMMED over its tasks; ``step`` is the
         outer step (for rules scheduled over training)."""
-        names = self.adapted(params)
-        total: Sums | None = None
-        for part in slices(batch, self.vectorize, self.chunk_size):
-            grads, metrics = self.chunk_gradient(Chunk.make(model, params, names, part, self.vectorize, step))
-            grads = {k: grads[k].detach() for k in params}
-            total = (grads, metrics) if total is None else (
-                {k: total[0][k] + grads[k] for k in grads}, {k: total[1][k] + metrics[k] for k in metrics})
-        if total is None:
-            raise ValueError("EpisodeBatch holds no tasks")
-        return MetaGradient(total[0], batch.n_tasks, {k: float(v) for k, v in total[1].items()})
+        def one(c: Chunk) -> Sums:
+            grads, metrics = self.chunk_gradient(c)
+            return {k: grads[k].detach() for k in params}, metrics
+
+        grads, metrics = self.over_chunks(model, params, batch, one, step)
+        return MetaGradient(grads, batch.n_tasks, {k: float(v) for k, v in metrics.items()})
 
     def chunk_gradient(self, c: Chunk) -> Sums:
         """The meta-gradient of the chunk's tasks w.r.t. ``c.theta`` and their metrics, both
@@ -116,11 +131,11 @@ class Rule:
 
 @dataclass(frozen=True)
 class AdaptingRule(Rule):
-    """A rule with an inner loop on the support set. It may change the inner update
-    (:meth:`inner_state`, :meth:`inner_step`: SGD by default), which the meta-gradient,
-    :meth:`evaluate` and :meth:`predict` all use, so a rule that learns its inner update is
-    one file. ``adapt`` picks what adapts: ``all``, ``head`` (ANIL, Raghu et al. 2020) or a
-    list of parameter names."""
+    """A rule with an inner loop on the support set: an inner update (:meth:`inner_update`,
+    SGD at ``inner_lr`` by default), which the meta-gradient, :meth:`evaluate` and
+    :meth:`predict` all use, and a way to take the outer gradient (:meth:`outer_gradient`).
+    ``adapt`` picks what adapts: ``all``, ``head`` (ANIL, Raghu et al. 2020) or a list of
+    parameter names."""
 
     inner_lr: float = 0.01
     inner_steps: int = 1
@@ -142,34 +157,42 @@ class AdaptingRule(Rule):
     def adapted(self, params: Params) -> tuple[str, ...]:
         return adapted_names(params, self.adapt)
 
-    # -- the inner loop --------------------------------------------------------------------
-    def inner_state(self, c: Chunk) -> Any:
-        """What the inner update carries from step to step of one inner loop (SGD: nothing)."""
-        return None
+    def init_params(self, model: nn.Module) -> Params:
+        params = model_params(model)
+        return params | self.inner_update().init_params(model, params, self.adapted(params))
 
-    def inner_step(self, c: Chunk, fast: Params, grads: Params, k: int, state: Any) -> tuple[Params, Any]:
-        """Inner step ``k``: ``fast - inner_lr * grads`` (SGD)."""
-        return {n: fast[n] - self.inner_lr * grads[n] for n in fast}, state
+    # -- the two parts of a rule -----------------------------------------------------------
+    def inner_update(self) -> InnerUpdate:
+        """The inner update (SGD at ``inner_lr``)."""
+        return SGD(self.inner_lr)
+
+    def outer_gradient(self, c: Chunk) -> OuterGradient:
+        """How chunk ``c`` takes the outer gradient (it may depend on the outer step ``c.step``)."""
+        raise NotImplementedError
 
     def inner_objective(self, c: Chunk) -> Callable[[Params], Tensor] | None:
         """The per-task losses the inner loop descends on chunk ``c``; ``None`` is the plain
         support loss (iMAML adds a proximal term)."""
         return None
 
-    # -- prediction ------------------------------------------------------------------------
+    def inner_loop(self, c: Chunk, steps: int | None = None) -> InnerLoop:
+        """The inner loop on chunk ``c``: ``steps`` (default ``inner_steps``) of the update."""
+        return InnerLoop(self.inner_update(), self.inner_steps if steps is None else steps, self.inner_objective(c))
+
+    def chunk_gradient(self, c: Chunk) -> Sums:
+        return self.outer_gradient(c).gradient(c, self.inner_loop(c))
+
+    # -- prediction and evaluation ---------------------------------------------------------
     def predict(self, model: nn.Module, params: Params, batch: EpisodeBatch, steps: int | None = None) -> Tensor:
         """Model outputs ``[T, Q, ...]`` on each task's query inputs after ``steps`` inner steps
         on its support set (default ``inner_steps``): what :meth:`evaluate` scores at that step."""
-        steps = self.inner_steps if steps is None else steps
-        outs = []
-        for part in slices(batch, self.vectorize, self.chunk_size):
-            c = Chunk.make(model, params, self.adapted(params), part, self.vectorize)
-            fast, _ = inner_loop(c, self, steps, False, self.inner_objective(c))
+        def one(c: Chunk) -> Tensor:
+            fast, _ = self.inner_loop(c, steps).run(c, second_order=False)
             with torch.no_grad():
-                outs.append(c.outputs(fast, part.query_x))
-        return torch.cat(outs)
+                return c.outputs(fast, c.batch.query_x)
 
-    # -- evaluation ------------------------------------------------------------------------
+        return self.over_chunks(model, params, batch, one, combine=concat)
+
     def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch,
                  steps: int | None = None) -> Evaluation:
         """Query loss/accuracy after 0, 1, ..., ``steps`` inner steps (default ``inner_steps``),
@@ -177,18 +200,14 @@ class AdaptingRule(Rule):
         steps = self.inner_steps if steps is None else steps
         if steps < 0:
             raise ValueError(f"evaluation steps={steps}: must be >= 0")
-        total: dict[str, Tensor] | None = None
-        for part in slices(batch, self.vectorize, self.chunk_size):
-            c = Chunk.make(model, params, self.adapted(params), part, self.vectorize)
+
+        def one(c: Chunk) -> dict[str, Tensor]:
             with torch.no_grad():
                 curve = [c.query(c.start)]
-            for step in inner_path(c, self, steps, False, self.inner_objective(c)):
+            for step in self.inner_loop(c, steps).path(c, second_order=False):
                 with torch.no_grad():
                     curve.append(c.query(step.after))
-            loss_t, acc_t = (torch.stack([point[i] for point in curve], 1) for i in (0, 1))  # [T, steps + 1]
-            sums = {"loss": loss_t.sum(0), "acc": acc_t.sum(0), "loss_sq": (loss_t ** 2).sum(0),
-                    "acc_sq": (acc_t ** 2).sum(0)}
-            total = sums if total is None else {k: total[k] + sums[k] for k in sums}
-        if total is None:
-            raise ValueError("EpisodeBatch holds no tasks")
-        return evaluation_from_sums(total, batch.n_tasks)
+            loss, acc = (torch.stack([point[i] for point in curve], 1) for i in (0, 1))  # [T, steps + 1]
+            return score_sums(loss, acc)
+
+        return Evaluation.from_sums(self.over_chunks(model, params, batch, one), batch.n_tasks)

@@ -8,9 +8,8 @@ per-task losses. A chunk of one task (the per-task loop) uses a plain forward.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +20,9 @@ from distmeta.losses import is_classification, task_loss
 from distmeta.types import EpisodeBatch, LossKind, Params
 
 BODY = "body."
+
+Sums = tuple[dict[str, Tensor], dict[str, Tensor]]
+"""A chunk's meta-gradient and metrics, both summed over its tasks."""
 
 
 @dataclass
@@ -108,92 +110,12 @@ def slices(batch: EpisodeBatch, vectorize: bool, chunk_size: int | None) -> Iter
         yield batch.slice(start, min(start + size, batch.n_tasks))
 
 
-class InnerUpdate(Protocol):
-    """The inner update: the state it carries across the steps of one inner loop, and the
-    step from the gradients. SGD (``fast - inner_lr * grads``) is the default of every rule;
-    Meta-SGD, MAML++'s LSLR and Meta-KFO learn theirs (their meta-parameters are in ``c.theta``)."""
-
-    def inner_state(self, c: Chunk) -> Any: ...
-
-    def inner_step(self, c: Chunk, fast: Params, grads: Params, k: int, state: Any) -> tuple[Params, Any]: ...
-
-
-@dataclass
-class InnerStep:
-    """One step of the inner loop: the parameters before and after, the loss at ``before``
-    (per task) and its gradients."""
-
-    k: int
-    before: Params
-    loss: Tensor
-    grads: Params
-    after: Params
-
-
-def inner_path(c: Chunk, update: InnerUpdate, steps: int, second_order: bool,
-               objective: Callable[[Params], Tensor] | None = None,
-               start: Params | None = None) -> Iterator[InnerStep]:
-    """``steps`` inner steps per task from ``start`` (default ``c.start``) on the support loss
-    (or ``objective``, per-task values ``[T]``), each made by ``update.inner_step``. With
-    ``second_order`` the steps stay on the graph (MAML), otherwise every step is detached."""
-    loss_fn = objective or c.support
-    fast, state = (c.start if start is None else start), update.inner_state(c)
-    for k in range(steps):
-        loss = loss_fn(fast)
-        grads = dict(zip(fast, torch.autograd.grad(loss.sum(), list(fast.values()), create_graph=second_order),
-                         strict=True))
-        after, state = update.inner_step(c, fast, grads, k, state)
-        if not second_order:
-            after = {n: v.detach().requires_grad_(True) for n, v in after.items()}
-        yield InnerStep(k, fast, loss, grads, after)
-        fast = after
-
-
-def inner_loop(c: Chunk, update: InnerUpdate, steps: int, second_order: bool,
-               objective: Callable[[Params], Tensor] | None = None) -> tuple[Params, Tensor]:
-    """The adapted parameters after ``steps`` inner steps, and the first inner loss."""
-    fast, first = c.start, None
-    for step in inner_path(c, update, steps, second_order, objective):
-        first = step.loss.detach() if first is None else first
-        fast = step.after
-    if first is None:
-        with torch.no_grad():
-            first = (objective or c.support)(fast)
-    return fast, first
-
-
 def gradients(output: Tensor, wrt: Mapping[str, Tensor], **kwargs) -> dict[str, Tensor]:
     """``d output / d wrt`` by name; zeros for tensors ``output`` does not depend on."""
     if not output.requires_grad:
         return {k: torch.zeros_like(v) for k, v in wrt.items()}
     out = torch.autograd.grad(output, list(wrt.values()), allow_unused=True, **kwargs)
     return {k: torch.zeros_like(wrt[k]) if g is None else g for k, g in zip(wrt, out, strict=True)}
-
-
-def conjugate_gradient(c: Chunk, matvec: Callable[[Params], Params], b: Params, steps: int) -> Params:
-    """Solve ``A_t x_t = b_t`` for every task's symmetric positive definite ``A_t`` by
-    ``steps`` CG iterations from 0 (Hestenes and Stiefel 1952), all tasks at once.
-
-    A fixed iteration count, and a zero residual is handled without dividing by zero.
-    """
-    def axpy(alpha: Tensor, x: Params, y: Params) -> Params:
-        return {k: c.per_task(alpha, y[k]) * x[k] + y[k] for k in y}
-
-    def safe_div(num: Tensor, den: Tensor) -> Tensor:
-        return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
-
-    x = {k: torch.zeros_like(v) for k, v in b.items()}
-    r, p = dict(b), dict(b)
-    rr = c.task_dot(r, r)
-    for _ in range(steps):
-        ap = matvec(p)
-        alpha = safe_div(rr, c.task_dot(p, ap))
-        x = axpy(alpha, p, x)
-        r = axpy(-alpha, ap, r)
-        rr_new = c.task_dot(r, r)
-        p = axpy(safe_div(rr_new, rr), p, r)
-        rr = rr_new
-    return x
 
 
 def adaptation_metrics(c: Chunk, fast: Params, support_before: Tensor,
@@ -208,5 +130,3 @@ def adaptation_metrics(c: Chunk, fast: Params, support_before: Tensor,
         if is_classification(c.kind):
             metrics |= {"query_acc": acc_after.detach().sum(), "query_acc_before": acc_before.sum()}
     return metrics
-
-

@@ -2,7 +2,8 @@
 support set's body features, on the same chunked engine: R2-D2's ridge regression
 (:mod:`distmeta.algorithms.r2d2`) and ProtoNets' class prototypes
 (:mod:`distmeta.algorithms.protonet`). The query loss is differentiated through the head to
-the body (and to the rule's own meta-parameters, such as a learned ridge lambda or scale).
+the body (and to the rule's own meta-parameters, such as a learned ridge lambda or scale):
+there is no inner loop, so no inner update, and the outer gradient is through the solve.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from distmeta.algorithms.base import Evaluation, Rule, Sums, evaluation_from_sums
-from distmeta.algorithms.chunk import Chunk, gradients, slices
+from distmeta.algorithms.base import Evaluation, Rule, score_sums
+from distmeta.algorithms.chunk import Chunk, Sums, gradients
+from distmeta.algorithms.engine import concat
 from distmeta.losses import is_classification, task_loss
 from distmeta.types import EpisodeBatch, Params
 
@@ -48,23 +50,18 @@ class HeadRule(Rule):
 
     def predict(self, model: nn.Module, params: Params, batch: EpisodeBatch, steps: int | None = None) -> Tensor:
         """Query predictions ``[T, Q, out]`` of the closed-form head (``steps`` does not apply)."""
-        outs = []
-        for part in slices(batch, self.vectorize, self.chunk_size):
-            c = Chunk.make(model, params, (), part, self.vectorize)
+        def one(c: Chunk) -> Tensor:
             with torch.no_grad():
-                outs.append(self.logits(c, c.features(part.support_x), c.features(part.query_x)))
-        return torch.cat(outs)
+                return self.logits(c, c.features(c.batch.support_x), c.features(c.batch.query_x))
+
+        return self.over_chunks(model, params, batch, one, combine=concat)
 
     def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch,
                  steps: int | None = None) -> Evaluation:
         """Query loss/accuracy of the closed-form head (``steps`` does not apply: one solve)."""
-        total: dict[str, Tensor] | None = None
-        for part in slices(batch, self.vectorize, self.chunk_size):
+        def one(c: Chunk) -> dict[str, Tensor]:
             with torch.no_grad():
-                loss, acc = self.query_losses(Chunk.make(model, params, (), part, self.vectorize))
-            sums = {"loss": loss.sum()[None], "acc": acc.sum()[None], "loss_sq": (loss ** 2).sum()[None],
-                    "acc_sq": (acc ** 2).sum()[None]}
-            total = sums if total is None else {k: total[k] + sums[k] for k in sums}
-        if total is None:
-            raise ValueError("EpisodeBatch holds no tasks")
-        return evaluation_from_sums(total, batch.n_tasks)
+                loss, acc = self.query_losses(c)
+            return score_sums(loss[:, None], acc[:, None])
+
+        return Evaluation.from_sums(self.over_chunks(model, params, batch, one), batch.n_tasks)

@@ -1,4 +1,5 @@
-"""Meta-gradients of the adapting rules with plain autograd over a task-batched forward.
+"""The engine every rule runs on: a batch cut into chunks of tasks, each chunk's work done
+with plain autograd over a task-batched forward, the chunks' results summed in task order.
 
 The per-task parameters of a chunk of T tasks are one tensor per name with a leading task
 dimension (``theta`` broadcast with ``expand``, no copies); the forward runs all T tasks at
@@ -15,38 +16,52 @@ the MAML sinusoid MLP and Conv4. With
 ``vectorize=False`` a chunk is one task and the forward is a plain call: the per-task loop
 of learn2learn and higher, with one task's graph alive at a time.
 
-The chunk and its maths are in :mod:`distmeta.algorithms.chunk`; every rule (MAML and its
-relatives, ERM, the closed-form heads) is an :class:`~distmeta.algorithms.base.AdaptingRule`
-that differs in its ``chunk_gradient`` and, for the rules that learn it, its inner update.
+The chunk and its maths are in :mod:`distmeta.algorithms.chunk`. Two kinds of rule run on
+it: an :class:`~distmeta.algorithms.base.AdaptingRule` (MAML and its relatives, ERM) pairs an
+inner update (:mod:`distmeta.algorithms.inner`) with a way to take the outer gradient
+(:mod:`distmeta.algorithms.outer`); a :class:`~distmeta.algorithms.closed_form.HeadRule`
+(R2-D2, ProtoNets) has no inner loop: its head is computed in closed form from the support
+features and differentiated through.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from distmeta.algorithms.base import AdaptingRule, Sums
-from distmeta.algorithms.chunk import Chunk, adaptation_metrics, gradients, inner_loop
+import torch
+from torch import Tensor, nn
+
+from distmeta.algorithms.chunk import Chunk, slices
+from distmeta.types import EpisodeBatch, Params
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class UnrolledRule(AdaptingRule):
-    """The query gradient after an unrolled SGD inner loop: through it (``second_order``,
-    MAML) or at its end (first-order MAML)."""
+def add(a: Any, b: Any) -> Any:
+    """``a + b`` through tuples and dicts of tensors (the keys of ``b``)."""
+    if isinstance(a, tuple):
+        return tuple(add(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return {k: add(a[k], b[k]) for k in b}
+    return a + b
 
-    second_order: ClassVar[bool] = True
 
-    def is_second_order(self, c: Chunk) -> bool:
-        """Whether chunk ``c`` differentiates through the loop (MAML++'s annealing may say no)."""
-        return self.second_order
+def concat(a: Tensor, b: Tensor) -> Tensor:
+    """Per-task outputs of consecutive chunks, one after the other."""
+    return torch.cat([a, b])
 
-    def chunk_gradient(self, c: Chunk) -> Sums:
-        second_order = self.is_second_order(c)
-        fast, first = inner_loop(c, self, self.inner_steps, second_order, self.inner_objective(c))
-        q_loss, q_acc = c.query(fast)
-        if second_order:
-            grads = gradients(q_loss.sum(), c.theta)
-        else:
-            grads = gradients(q_loss.sum(), {**fast, **c.frozen})
-            grads |= c.task_sum({k: grads[k] for k in fast})
-        return grads, adaptation_metrics(c, fast, first, (q_loss, q_acc))
+
+def over_chunks(model: nn.Module, params: Params, batch: EpisodeBatch, fn: Callable[[Chunk], T], *,
+                names: tuple[str, ...], vectorize: bool, chunk_size: int | None, step: int = 0,
+                combine: Callable[[T, T], T] | None = None) -> T:
+    """``fn`` of every chunk of ``batch``'s tasks (``names`` adapt), combined in task order:
+    summed (:func:`add`) unless told otherwise."""
+    combine = combine or add
+    total: T | None = None
+    for part in slices(batch, vectorize, chunk_size):
+        out = fn(Chunk.make(model, params, names, part, vectorize, step))
+        total = out if total is None else combine(total, out)
+    if total is None:
+        raise ValueError("EpisodeBatch holds no tasks")
+    return total

@@ -14,19 +14,17 @@ from typing import ClassVar
 
 import torch
 
-from distmeta.algorithms.base import AdaptingRule, Sums
-from distmeta.algorithms.chunk import Chunk, gradients
+from distmeta.algorithms.base import AdaptingRule
+from distmeta.algorithms.chunk import Chunk, Sums, gradients
+from distmeta.algorithms.inner import InnerLoop
 from distmeta.losses import is_classification
 
 
 @dataclass(frozen=True)
-class ERM(AdaptingRule):
-    """Multi-task ERM: ``ERM()``; fine-tunes with ``inner_lr`` for ``inner_steps`` at evaluation."""
+class JointLoss:
+    """No inner loop: the gradient at theta of the loss on support and query points together."""
 
-    inner_steps: int = 0
-    min_inner_steps: ClassVar[int] = 0
-
-    def chunk_gradient(self, c: Chunk) -> Sums:
+    def gradient(self, c: Chunk, loop: InnerLoop) -> Sums:
         b = c.batch
         x, y = torch.cat([b.support_x, b.query_x], 1), torch.cat([b.support_y, b.query_y], 1)
         grads = gradients(c.losses(c.start, x, y)[0].sum(), c.theta)
@@ -37,3 +35,15 @@ class ERM(AdaptingRule):
             if is_classification(c.kind):
                 metrics |= {"query_acc": q_acc.sum(), "query_acc_before": q_acc.sum()}
         return grads, metrics
+
+
+@dataclass(frozen=True)
+class ERM(AdaptingRule):
+    """Multi-task ERM: ``ERM()``; fine-tunes with ``inner_lr`` for ``inner_steps`` at evaluation."""
+
+    inner_steps: int = 0
+    min_inner_steps: ClassVar[int] = 0
+    config_name: ClassVar[str] = "erm"
+
+    def outer_gradient(self, c: Chunk) -> JointLoss:
+        return JointLoss()

@@ -20,18 +20,70 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
+import torch
 from torch import Tensor
 
-from distmeta.algorithms.base import AdaptingRule, Sums, check_positive
-from distmeta.algorithms.chunk import (
-    Chunk,
-    adaptation_metrics,
-    conjugate_gradient,
-    gradients,
-    inner_loop,
-)
+from distmeta.algorithms.base import AdaptingRule, check_positive
+from distmeta.algorithms.chunk import Chunk, Sums, adaptation_metrics, gradients
+from distmeta.algorithms.inner import InnerLoop
 from distmeta.types import Params
+
+
+def conjugate_gradient(c: Chunk, matvec: Callable[[Params], Params], b: Params, steps: int) -> Params:
+    """Solve ``A_t x_t = b_t`` for every task's symmetric positive definite ``A_t`` by
+    ``steps`` CG iterations from 0 (Hestenes and Stiefel 1952), all tasks at once.
+
+    A fixed iteration count, and a zero residual is handled without dividing by zero.
+    """
+    def axpy(alpha: Tensor, x: Params, y: Params) -> Params:
+        return {k: c.per_task(alpha, y[k]) * x[k] + y[k] for k in y}
+
+    def safe_div(num: Tensor, den: Tensor) -> Tensor:
+        return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+
+    x = {k: torch.zeros_like(v) for k, v in b.items()}
+    r, p = dict(b), dict(b)
+    rr = c.task_dot(r, r)
+    for _ in range(steps):
+        ap = matvec(p)
+        alpha = safe_div(rr, c.task_dot(p, ap))
+        x = axpy(alpha, p, x)
+        r = axpy(-alpha, ap, r)
+        rr_new = c.task_dot(r, r)
+        p = axpy(safe_div(rr_new, rr), p, r)
+        rr = rr_new
+    return x
+
+
+@dataclass(frozen=True)
+class Implicit:
+    """The implicit outer gradient (Eq. 6-7) at the end of a loop run without a graph:
+    (I + H/lam)^-1 grad L_query(phi) by ``cg_steps`` of CG, and the frozen parameters' share
+    by the implicit function theorem."""
+
+    lam: float
+    cg_steps: int
+    damping: float = 0.0
+
+    def gradient(self, c: Chunk, loop: InnerLoop) -> Sums:
+        lam, damping = self.lam, self.damping
+        fast, first = loop.run(c, second_order=False)
+        q_loss, q_acc = c.query(fast)
+        g = gradients(q_loss.sum(), {**fast, **c.frozen})
+        support_grad = gradients(c.support(fast).sum(), fast, create_graph=True)
+
+        def matvec(v: Params) -> Params:
+            hv = gradients(sum((support_grad[k] * v[k]).sum() for k in v), fast, retain_graph=True)
+            return {k: (1.0 + damping / lam) * v[k] + hv[k] / lam for k in v}
+
+        x = conjugate_gradient(c, matvec, {k: g[k] for k in fast}, self.cg_steps)
+        grads = c.task_sum(x)
+        if c.frozen:
+            cross = gradients(sum((support_grad[k] * x[k] / lam).sum() for k in x), c.frozen)
+            grads |= {k: g[k] - cross[k] for k in c.frozen}
+        return grads, adaptation_metrics(c, fast, first, (q_loss, q_acc))
 
 
 @dataclass(frozen=True)
@@ -41,6 +93,8 @@ class IMAML(AdaptingRule):
     lam: float = 1.0
     cg_steps: int = 5
     damping: float = 0.0
+
+    config_name: ClassVar[str] = "imaml"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -59,20 +113,5 @@ class IMAML(AdaptingRule):
             return c.support(fast) + 0.5 * self.lam * c.task_dot(moved, moved)
         return proximal
 
-    def chunk_gradient(self, c: Chunk) -> Sums:
-        lam, damping = self.lam, self.damping
-        fast, first = inner_loop(c, self, self.inner_steps, False, self.inner_objective(c))
-        q_loss, q_acc = c.query(fast)
-        g = gradients(q_loss.sum(), {**fast, **c.frozen})
-        support_grad = gradients(c.support(fast).sum(), fast, create_graph=True)
-
-        def matvec(v: Params) -> Params:
-            hv = gradients(sum((support_grad[k] * v[k]).sum() for k in v), fast, retain_graph=True)
-            return {k: (1.0 + damping / lam) * v[k] + hv[k] / lam for k in v}
-
-        x = conjugate_gradient(c, matvec, {k: g[k] for k in fast}, self.cg_steps)
-        grads = c.task_sum(x)
-        if c.frozen:
-            cross = gradients(sum((support_grad[k] * x[k] / lam).sum() for k in x), c.frozen)
-            grads |= {k: g[k] - cross[k] for k in c.frozen}
-        return grads, adaptation_metrics(c, fast, first, (q_loss, q_acc))
+    def outer_gradient(self, c: Chunk) -> Implicit:
+        return Implicit(self.lam, self.cg_steps, self.damping)

@@ -8,20 +8,24 @@ paper's code (learn2learn's ``KroneckerTransform``): a linear weight is n = out 
 bias is n x 1; a convolution's gradient (out, in, kh, kw) is transformed per output channel
 as an (in x kh*kw) matrix (n = in-channels, m = kh*kw). L and R start at the identity, where
 Meta-KFO is MAML. With ``adapt: head`` only the head's gradient is transformed (ANIL-KFO).
-The factors are meta-parameters ``rule.kfo.L.<name>`` and ``rule.kfo.R.<name>``.
+The factors are meta-parameters ``rule.kfo.L.<name>`` and ``rule.kfo.R.<name>``. The
+outer-gradient options of MAML++ (``checkpoint_inner``, ``msl_steps``, ``first_order_steps``)
+and its per-step BatchNorm weights (``bn_per_step``) apply as for MAML; LSLR does not (L
+already scales each tensor's step).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from distmeta.algorithms.chunk import Chunk
-from distmeta.algorithms.engine import UnrolledRule
 from distmeta.algorithms.functional import RULE_PREFIX
+from distmeta.algorithms.inner import InnerState, InnerUpdate
+from distmeta.algorithms.unrolled import UnrolledRule
 from distmeta.types import Params
 
 L, R = RULE_PREFIX + "kfo.L.", RULE_PREFIX + "kfo.R."
@@ -50,18 +54,36 @@ def transform(grad: Tensor, left: Tensor, right: Tensor, shape: torch.Size) -> T
 
 
 @dataclass(frozen=True)
+class Kronecker:
+    """``fast - lr * L grad R`` per adapted tensor, L and R (``rule.kfo.L/R.<name>``) from
+    the identity."""
+
+    lr: float
+
+    def init_params(self, model: nn.Module, params: Params, adapted: tuple[str, ...]) -> Params:
+        own: Params = {}
+        for name in adapted:
+            n, m = factor_sizes(params[name].shape)
+            own[L + name] = torch.eye(n, dtype=params[name].dtype)
+            own[R + name] = torch.eye(m, dtype=params[name].dtype)
+        return own
+
+    def init(self, c: Chunk) -> InnerState:
+        return InnerState()
+
+    def update(self, c: Chunk, fast: Params, grads: Params, state: InnerState) -> tuple[Params, InnerState]:
+        shapes = {n: c.theta[n].shape for n in fast}
+        return {n: fast[n] - self.lr * transform(grads[n], c.theta[L + n], c.theta[R + n], shapes[n])
+                for n in fast}, state.next()
+
+
+@dataclass(frozen=True)
 class KFO(UnrolledRule):
     """Kronecker-factored learned inner optimiser: ``KFO(inner_lr=0.1, inner_steps=1)``."""
 
-    def init_params(self, model: nn.Module) -> Params:
-        params = super().init_params(model)
-        for name in self.adapted(params):
-            n, m = factor_sizes(params[name].shape)
-            params[L + name] = torch.eye(n, dtype=params[name].dtype)
-            params[R + name] = torch.eye(m, dtype=params[name].dtype)
-        return params
+    config_name: ClassVar[str] = "kfo"
+    learns_update: ClassVar[str] = ("Meta-KFO (algorithm.name=kfo) learns its own preconditioner "
+                                    "(its factor L already scales each tensor's step)")
 
-    def inner_step(self, c: Chunk, fast: Params, grads: Params, k: int, state: Any) -> tuple[Params, Any]:
-        shapes = {n: c.theta[n].shape for n in fast}
-        return {n: fast[n] - self.inner_lr * transform(grads[n], c.theta[L + n], c.theta[R + n], shapes[n])
-                for n in fast}, state
+    def base_update(self) -> InnerUpdate:
+        return Kronecker(self.inner_lr)

@@ -20,18 +20,21 @@ averages over tasks like any other meta-gradient. Parameters that do not adapt g
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from distmeta.algorithms.base import AdaptingRule, Sums
-from distmeta.algorithms.chunk import Chunk, InnerStep, adaptation_metrics, inner_path
+from distmeta.algorithms.base import AdaptingRule
+from distmeta.algorithms.chunk import Chunk, Sums, adaptation_metrics
+from distmeta.algorithms.inner import InnerLoop, InnerStep
 from distmeta.types import Params
 
 
 @dataclass(frozen=True)
-class Leap(AdaptingRule):
-    """Leap: ``Leap(inner_lr=0.1, inner_steps=100, loss_dim=True, norm=True, stabilise=True)``."""
+class PathLength:
+    """The gradient of the inner path's length (``norm``) or of half its squared step lengths,
+    accumulated during a loop run without a graph."""
 
     loss_dim: bool = True
     norm: bool = True
@@ -51,7 +54,7 @@ class Leap(AdaptingRule):
             delta = {n: v / c.per_task(length, v) for n, v in delta.items()}
         return delta
 
-    def chunk_gradient(self, c: Chunk) -> Sums:
+    def gradient(self, c: Chunk, loop: InnerLoop) -> Sums:
         total = {n: torch.zeros_like(v) for n, v in c.start.items()}
         first, fast, pending = None, c.start, None
 
@@ -62,7 +65,7 @@ class Leap(AdaptingRule):
             for n in total:
                 total[n] = total[n] + part[n]
 
-        for step in inner_path(c, self, self.inner_steps, False):  # one step held at a time
+        for step in loop.path(c, second_order=False):  # one step held at a time
             first = step.loss.detach() if first is None else first
             if pending is not None:
                 add(pending, step.loss)
@@ -73,3 +76,17 @@ class Leap(AdaptingRule):
         moved = c.task_sum(total)
         grads = {k: moved[k] if k in moved else torch.zeros_like(v) for k, v in c.theta.items()}
         return grads, adaptation_metrics(c, fast, first)
+
+
+@dataclass(frozen=True)
+class Leap(AdaptingRule):
+    """Leap: ``Leap(inner_lr=0.1, inner_steps=100, loss_dim=True, norm=True, stabilise=True)``."""
+
+    loss_dim: bool = True
+    norm: bool = True
+    stabilise: bool = True
+
+    config_name: ClassVar[str] = "leap"
+
+    def outer_gradient(self, c: Chunk) -> PathLength:
+        return PathLength(self.loss_dim, self.norm, self.stabilise)

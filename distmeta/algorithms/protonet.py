@@ -10,6 +10,7 @@ Classification only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -22,6 +23,8 @@ from distmeta.losses import is_classification
 @dataclass(frozen=True)
 class ProtoNet(HeadRule):
     """Class prototypes as a closed-form head: ``ProtoNet()``."""
+
+    config_name: ClassVar[str] = "protonet"
 
     def logits(self, c: Chunk, phi_s: Tensor, phi_q: Tensor) -> Tensor:
         if not is_classification(c.kind):

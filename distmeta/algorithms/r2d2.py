@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,8 @@ def ridge_head(phi: Tensor, targets: Tensor, lam: Tensor | float) -> Tensor:
 @dataclass(frozen=True)
 class R2D2(HeadRule):
     """Closed-form ridge head: ``R2D2(lam=1.0, learn_lam=True)``."""
+
+    config_name: ClassVar[str] = "r2d2"
 
     lam: float = 1.0
     learn_lam: bool = False

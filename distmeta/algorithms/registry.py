@@ -1,6 +1,7 @@
-"""Config names -> rules: a new rule is its file plus one line here. ANIL is not a rule of its
-own: it is ``maml`` with ``adapt: head`` (ANIL-KFO: ``kfo`` with ``adapt: head``); MAML++ is
-``maml`` with its options (``lslr``, ``msl_steps``, ``first_order_steps``)."""
+"""Config names -> rules: a new rule is its file plus one line here. A rule is a frozen
+dataclass whose fields are its ``algorithm.*`` keys. ANIL is not a rule of its own: it is
+``maml`` with ``adapt: head`` (ANIL-KFO: ``kfo`` with ``adapt: head``); MAML++ is ``maml``
+with its options (``lslr``, ``msl_steps``, ``first_order_steps``, ``bn_per_step``)."""
 
 from __future__ import annotations
 

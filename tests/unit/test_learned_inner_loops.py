@@ -192,7 +192,7 @@ def test_leap_is_the_path_length_gradient_of_the_closed_form_path(norm, loss_dim
 
 
 def test_leap_memory_does_not_grow_with_the_inner_steps():
-    from distmeta.bench.memory import peak_allocated_bytes
+    from benchmarks.memory import peak_allocated_bytes
 
     torch.manual_seed(0)
     model, batch = mlp(hidden=(64, 64)).double(), sine()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from distmeta.algorithms import build_algorithm
+from distmeta.algorithms import ALGORITHMS
 from distmeta.models import mlp
 from distmeta.tasks import Sinusoid
 
@@ -20,7 +20,7 @@ def test_meta_training_drives_post_adaptation_mse_below_pre_adaptation(name):
     family = Sinusoid(shots=10, query=10)
     torch.manual_seed(0)
     model = mlp()
-    rule = build_algorithm(name, **hyper)
+    rule = ALGORITHMS[name](**hyper)
     params = {k: v.requires_grad_(True) for k, v in rule.init_params(model).items()}
     held_out = family.sample(100, seed=1, step=0, shard=0)
     untrained = rule.evaluate(model, {k: v.detach() for k, v in params.items()}, held_out, steps=5).mean()[0]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from distmeta.algorithms import ALGORITHMS, ERM, R2D2, Reptile, build_algorithm, ridge_head
+from distmeta.algorithms import ALGORITHMS, ERM, R2D2, Reptile, ridge_head
 from distmeta.models import conv4, linear, mlp
 from distmeta.tasks import ImageClasses, Sinusoid
 from distmeta.types import EpisodeBatch
@@ -134,8 +134,8 @@ def test_vectorised_equals_per_task_loop(name, adapt, family):
     hyper = {} if name in ("r2d2", "protonet") else {"adapt": adapt, "inner_lr": 0.1}
     if name in ("maml", "fomaml", "imaml", "reptile", "metasgd", "kfo", "leap"):
         hyper["inner_steps"] = 2
-    vec = build_algorithm(name, vectorize=True, **hyper)
-    loop = build_algorithm(name, vectorize=False, **hyper)
+    vec = ALGORITHMS[name](vectorize=True, **hyper)
+    loop = ALGORITHMS[name](vectorize=False, **hyper)
     params = vec.init_params(model)
     a, b = vec.meta_gradient(model, params, batch), loop.meta_gradient(model, params, batch)
     assert a.grads.keys() == b.grads.keys() == params.keys()
@@ -151,8 +151,8 @@ def test_vectorised_equals_per_task_loop(name, adapt, family):
 def test_chunked_vmap_equals_unchunked():
     torch.manual_seed(0)
     model, batch = mlp(hidden=(8, 8)).double(), sinusoid_batch()
-    full = build_algorithm("maml", inner_lr=0.1)
-    chunked = build_algorithm("maml", inner_lr=0.1, chunk_size=3)
+    full = ALGORITHMS["maml"](inner_lr=0.1)
+    chunked = ALGORITHMS["maml"](inner_lr=0.1, chunk_size=3)
     params = full.init_params(model)
     a, b = full.meta_gradient(model, params, batch), chunked.meta_gradient(model, params, batch)
     for k in a.grads:
