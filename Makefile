@@ -9,7 +9,10 @@ ARGS   ?=
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup test train bench lint clean
+ANCHORS := .anchors
+ANCHOR_PINS := higher==0.2.1 torchopt==0.7.3 optree==0.20.0 graphviz==0.21
+
+.PHONY: setup anchors test train bench lint clean
 
 setup: $(STAMP)
 
@@ -19,17 +22,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+# The libraries the benchmarks compare against, in a folder of their own (never in .venv):
+# benchmarks/anchors.py puts it on sys.path only while it imports them.
+anchors: $(ANCHORS)/.installed
+
+$(ANCHORS)/.installed: Makefile $(STAMP)
+	rm -rf $(ANCHORS)
+	$(BIN)/pip install --quiet --no-deps --target $(ANCHORS) $(ANCHOR_PINS)
+	touch $@
+
+test: $(STAMP) $(ANCHORS)/.installed
+	DISTMETA_BENCH_ANCHORS=$(CURDIR)/$(ANCHORS) $(BIN)/python -m pytest -q -p no:cacheprovider
 
 train: $(STAMP)
 	$(BIN)/distmeta train $(CONFIG) $(ARGS)
 
-bench: $(STAMP)
-	$(BIN)/distmeta bench --out bench.json
+bench: $(STAMP) $(ANCHORS)/.installed
+	DISTMETA_BENCH_ANCHORS=$(CURDIR)/$(ANCHORS) $(BIN)/python -m benchmarks.run --out bench.json $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check distmeta tests
+	$(BIN)/ruff check distmeta tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs mlruns mlflow.db .pytest_cache bench.json
+	rm -rf $(VENV) $(ANCHORS) runs mlruns mlflow.db .pytest_cache bench.json

@@ -1,17 +1,25 @@
 """Meta-test: adapt to held-out tasks, report query loss/accuracy per inner step with 95%
-confidence intervals (the protocol of Finn et al. 2017: mean over e.g. 600 episodes)."""
+confidence intervals (the protocol of Finn et al. 2017: mean over e.g. 600 episodes).
+
+Depends on the config, the tasks and the rules only: a run directory, a checkpoint or a
+tracker is the caller's business (:class:`distmeta.runtime.run.Run`, the logged model).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from distmeta.algorithms import Evaluation
 from distmeta.config import RunConfig
-from distmeta.runtime.sources import evaluation_batches
-from distmeta.types import Params
+from distmeta.models import representation
+from distmeta.tasks import principal_angle_distance
+from distmeta.tasks.sources import evaluation_batches, task_source
+from distmeta.types import EpisodeBatch, Params
 
 
 @dataclass(frozen=True)
@@ -42,20 +50,47 @@ class EvalReport:
         return self.loss[-1]
 
 
+@dataclass(frozen=True)
+class Learner:
+    """A run's model and rule at its ``runtime.dtype``, with meta-learned parameters, ready to
+    adapt: what evaluation and the logged model both use. The model is in eval mode (no
+    DropBlock); ``steps`` is the number of inner steps at test time (``eval.steps``, else the
+    rule's ``inner_steps``, at least 1)."""
+
+    model: nn.Module
+    rule: Any
+    params: Params
+    dtype: torch.dtype
+    steps: int
+
+    @classmethod
+    def of(cls, cfg: RunConfig, params: Params) -> Learner:
+        dtype = getattr(torch, cfg.runtime.dtype)
+        rule = cfg.algorithm.build()
+        steps = cfg.eval.steps if cfg.eval.steps is not None else max(getattr(rule, "inner_steps", 0), 1)
+        return cls(cfg.model.build().to(dtype).eval(), rule, {k: v.to(dtype) for k, v in params.items()},
+                   dtype, steps)
+
+    def evaluate(self, batch: EpisodeBatch, steps: int | None = None) -> Evaluation:
+        """Query loss/accuracy after 0..``steps`` inner steps, summed over the batch's tasks."""
+        return self.rule.evaluate(self.model, self.params, batch.to(dtype=self.dtype),
+                                  steps=self.steps if steps is None else steps)
+
+    def predict(self, batch: EpisodeBatch, steps: int | None = None) -> Tensor:
+        """Query outputs ``[T, Q, ...]`` after ``steps`` inner steps on each task's support set."""
+        return self.rule.predict(self.model, self.params, batch.to(dtype=self.dtype),
+                                 steps=self.steps if steps is None else steps)
+
+
 def evaluate(cfg: RunConfig, params: Params, split: str | None = None, episodes: int | None = None,
              steps: int | None = None) -> EvalReport:
     """Adapt ``params`` to held-out tasks of ``split`` for 0..``steps`` inner steps."""
-    rule = cfg.algorithm.build()
-    steps = steps if steps is not None else (cfg.eval.steps if cfg.eval.steps is not None else
-                                             max(getattr(rule, "inner_steps", 0), 1))
-    dtype = getattr(torch, cfg.runtime.dtype)
-    model = cfg.model.build().to(dtype).eval()  # meta-test: no DropBlock
-    params = {k: v.to(dtype) for k, v in params.items()}
+    learner = Learner.of(cfg, params)
     total: Evaluation | None = None
     classification = False
     for batch in evaluation_batches(cfg, split, episodes):
         classification = batch.loss == "cross_entropy"
-        part = rule.evaluate(model, params, batch.to(dtype=dtype), steps=steps)
+        part = learner.evaluate(batch, steps)
         total = part if total is None else total + part
     if total is None:
         raise ValueError(f"evaluation split {split or cfg.eval.split!r} has no episodes")
@@ -65,33 +100,14 @@ def evaluate(cfg: RunConfig, params: Params, split: str | None = None, episodes:
                       acc if classification else None, acc_ci if classification else None)
 
 
-def evaluate_run(target: str, split: str | None = None, steps: int | None = None,
-                 episodes: int | None = None, log_to_tracker: bool = True) -> EvalReport:
-    """``distmeta eval RUN_DIR|CHECKPOINT``: evaluate the newest (or the given) checkpoint and
-    log the result to the run's MLflow run."""
-
-    from distmeta.config import parse_yaml, validate
-    from distmeta.runtime.checkpoint import FOLDER, load_checkpoint
-    from distmeta.runtime.storage import RunDir
-
-    is_file = target.endswith(".pt")
-    location = target.rsplit("/", 2)[0] if is_file and f"/{FOLDER}/" in target else target
-    rd = RunDir(location)
-    if not rd.exists("config.yaml"):
-        raise FileNotFoundError(f"{location}: no config.yaml; expected a distmeta run directory or one of its checkpoints")
-    cfg = validate(parse_yaml(rd.read_text("config.yaml")))
-    step = int(target.rsplit("step-", 1)[1].split(".")[0]) if is_file else None
-    state = load_checkpoint(rd, step)
-    if state is None:
-        raise FileNotFoundError(f"{location}: no checkpoint to evaluate")
-    report = evaluate(cfg, state["params"], split, episodes, steps)
-    if log_to_tracker and cfg.tracking.enabled and rd.exists("tracking.json"):
-        from distmeta.runtime.report import Reporter
-
-        reporter = Reporter(cfg, rd)
-        reporter.start_child(f"eval-{report.split}-step{state['step']}", {
-            "split": report.split, "episodes": report.episodes, "inner_steps": len(report.steps) - 1,
-            "checkpoint_step": state["step"]})
-        reporter.log_evaluation(report, int(state["step"]))
-        reporter.tracker.end("FINISHED")
-    return report
+def diagnostics(cfg: RunConfig) -> Callable[[Params], dict[str, float]] | None:
+    """Per-step diagnostics of the parameters, where the task family has a ground truth: for
+    the linear-representation family, the principal-angle distance of the learned B to B*
+    (Collins et al. 2022)."""
+    if cfg.task.family != "linear_rep" or cfg.model.name != "linear_rep":
+        return None
+    b_star = getattr(task_source(cfg), "b_star", None)
+    if b_star is None:
+        return None
+    model = cfg.model.build()
+    return lambda params: {"principal_angle_distance": principal_angle_distance(representation(model, params), b_star)}

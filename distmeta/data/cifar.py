@@ -41,6 +41,7 @@ import numpy as np
 from distmeta.data.classes import ClassRecord, pack_splits
 from distmeta.data.manifest import Manifest, SourceIdentity, file_sha256
 from distmeta.data.writer import ShardLayout
+from distmeta.errors import DataError, NotFound
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -75,9 +76,9 @@ def load_pickle(path: Path) -> dict[str, Any]:
             obj = _RestrictedUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             KeyError) as exc:
-        raise ValueError(f"CIFAR-100 file {path}: cannot be read ({exc})") from exc
+        raise DataError(f"CIFAR-100 file {path}: cannot be read ({exc})") from exc
     if not isinstance(obj, dict):
-        raise ValueError(f"CIFAR-100 file {path}: holds a {type(obj).__name__}, expected a dict")
+        raise DataError(f"CIFAR-100 file {path}: holds a {type(obj).__name__}, expected a dict")
     return {_text(k): v for k, v in obj.items()}
 
 
@@ -87,7 +88,7 @@ def _text(value: Any) -> Any:
 
 def _field(record: dict[str, Any], key: str, path: Path) -> Any:
     if key not in record:
-        raise ValueError(f"CIFAR-100 file {path}: no key {key!r} (has {sorted(record)})")
+        raise DataError(f"CIFAR-100 file {path}: no key {key!r} (has {sorted(record)})")
     return record[key]
 
 
@@ -109,7 +110,7 @@ class Cifar100:
         fine, counts = np.unique(pairs[:, 0], return_counts=True)
         if (counts > 1).any():
             bad = self.fine_names[int(fine[counts > 1][0])]
-            raise ValueError(f"CIFAR-100 {self.folder}: class {bad!r} has images in several superclasses")
+            raise DataError(f"CIFAR-100 {self.folder}: class {bad!r} has images in several superclasses")
         return {int(f): int(c) for f, c in pairs}
 
 
@@ -119,14 +120,14 @@ def _read_part(path: Path, names: tuple[int, int]) -> tuple[np.ndarray, np.ndarr
     fine = np.asarray(_field(record, "fine_labels", path), np.int64)
     coarse = np.asarray(_field(record, "coarse_labels", path), np.int64)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"CIFAR-100 file {path}: 'data' is {getattr(data, 'dtype', type(data))} "
+        raise DataError(f"CIFAR-100 file {path}: 'data' is {getattr(data, 'dtype', type(data))} "
                          f"{getattr(data, 'shape', '')}, expected uint8 [N, 3072]")
     if fine.shape != (len(data),) or coarse.shape != (len(data),):
-        raise ValueError(f"CIFAR-100 file {path}: {len(fine)} fine and {len(coarse)} coarse labels "
+        raise DataError(f"CIFAR-100 file {path}: {len(fine)} fine and {len(coarse)} coarse labels "
                          f"for {len(data)} images")
     for labels, n, key in ((fine, names[0], "fine_labels"), (coarse, names[1], "coarse_labels")):
         if len(labels) and (labels.min() < 0 or labels.max() >= n):
-            raise ValueError(f"CIFAR-100 file {path}: {key} outside 0..{n - 1}")
+            raise DataError(f"CIFAR-100 file {path}: {key} outside 0..{n - 1}")
     return data.reshape(-1, 3, 32, 32), fine, coarse
 
 
@@ -135,12 +136,12 @@ def cifar100_folder(root: str | Path) -> Path:
     root = Path(root)
     folder = root if root.name == FOLDER and (root / "meta").is_file() else root / FOLDER
     if not folder.is_dir():
-        raise FileNotFoundError(f"CIFAR-100 folder {folder}: not found; expected torchvision's "
+        raise NotFound(f"CIFAR-100 folder {folder}: not found; expected torchvision's "
                                 f"layout {FOLDER}/train, test, meta under {root}, or pass "
                                 "download=True (--download) to fetch it")
     for name in ("train", "test", "meta"):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"CIFAR-100 file {folder / name}: not found (torchvision's "
+            raise NotFound(f"CIFAR-100 file {folder / name}: not found (torchvision's "
                                     "layout; download=True / --download fetches it)")
     return folder
 
@@ -168,7 +169,7 @@ def load_split(benchmark: str, split: str) -> list[Any]:
 
 def _index(names: list[str], name: str, what: str, where: str, data: Cifar100) -> int:
     if name not in names:
-        raise ValueError(f"{where}: {what} {name!r} is not in {data.folder / 'meta'} "
+        raise DataError(f"{where}: {what} {name!r} is not in {data.folder / 'meta'} "
                          f"({len(names)} {what} names); the data is not standard CIFAR-100")
     return names.index(name)
 
@@ -181,7 +182,7 @@ def _cifar_fs_classes(data: Cifar100, split: str) -> list[tuple[int, str]]:
         coarse = _index(data.coarse_names, superclass, "superclass", where, data)
         if parent.get(fine) != coarse:
             have = data.coarse_names[parent[fine]] if fine in parent else "no images"
-            raise ValueError(f"{where}: class {name!r} is listed under superclass {superclass!r}, "
+            raise DataError(f"{where}: class {name!r} is listed under superclass {superclass!r}, "
                              f"but in {data.folder} its superclass is {have!r}")
         classes.append((fine, superclass))
     return classes
@@ -194,7 +195,7 @@ def _fc100_classes(data: Cifar100, split: str) -> list[tuple[int, str]]:
         coarse = _index(data.coarse_names, superclass, "superclass", where, data)
         fines = sorted(f for f, c in parent.items() if c == coarse)
         if not fines:
-            raise ValueError(f"{where}: superclass {superclass!r} has no images in {data.folder}")
+            raise DataError(f"{where}: superclass {superclass!r} has no images in {data.folder}")
         classes += [(f, superclass) for f in fines]
     return classes
 

@@ -24,6 +24,7 @@ from distmeta.data.episode import npy_bytes, npy_header
 from distmeta.data.errors import ShardError
 from distmeta.data.manifest import CLASS_FAMILY, Manifest, ShardRow, SourceIdentity
 from distmeta.data.writer import ShardLayout, SplitSpec, publish, write_records
+from distmeta.errors import DataError
 
 logger = logging.getLogger(__name__)
 CLASS_MEMBERS = ("images.npy", "meta.json")
@@ -40,7 +41,7 @@ class ClassRecord:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or len(self.images) < 1:
-            raise ValueError(f"class {self.name!r}: images must be uint8 [n >= 1, C, H, W], got "
+            raise DataError(f"class {self.name!r}: images must be uint8 [n >= 1, C, H, W], got "
                              f"{self.images.dtype} {self.images.shape}")
 
 
@@ -57,7 +58,7 @@ class ClassCheck:
     def __init__(self, shapes: dict[str, dict[str, Any]]) -> None:
         spec = shapes.get("images")
         if spec is None:
-            raise ValueError(f"class shards need an 'images' shape in the manifest, got {sorted(shapes)}")
+            raise DataError(f"class shards need an 'images' shape in the manifest, got {sorted(shapes)}")
         self.image_shape = tuple(spec["shape"][1:])
         self.image_bytes = int(np.prod(self.image_shape))
 
@@ -112,7 +113,7 @@ def write_classes(out_dir: str, split: str, classes: Iterable[ClassRecord], *, d
             if not shape:
                 shape.append(record.images.shape[1:])
             elif record.images.shape[1:] != shape[0]:
-                raise ValueError(f"split {split!r} class {record.name!r}: images {record.images.shape[1:]} "
+                raise DataError(f"split {split!r} class {record.name!r}: images {record.images.shape[1:]} "
                                  f"differ from the split's {shape[0]}")
             meta = {**record.meta, "family": CLASS_FAMILY, "dataset": dataset, "split": split,
                     "class_id": index, "name": record.name, "images": len(record.images)}
@@ -133,7 +134,7 @@ def pack_splits(out_dir: str, splits: dict[str, Iterable[ClassRecord]], **kwargs
     def named(split: str, classes: Iterable[ClassRecord]) -> Iterable[ClassRecord]:
         for record in classes:
             if record.name in seen:
-                raise ValueError(f"class {record.name!r} is in split {seen[record.name]!r} and in "
+                raise DataError(f"class {record.name!r} is in split {seen[record.name]!r} and in "
                                  f"split {split!r}; the splits must be disjoint")
             seen[record.name] = split
             yield record

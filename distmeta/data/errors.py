@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from distmeta.errors import DataError
 
-class ShardError(ValueError):
+
+class ShardError(DataError):
     """A shard file is missing, truncated, corrupt, or holds an episode of the wrong shape.
 
     ``path`` is the shard (relative to the dataset directory), ``reason`` what is wrong.
@@ -19,5 +21,5 @@ class ShardError(ValueError):
         return (type(self), (self.path, self.reason))
 
 
-class ManifestError(ValueError):
+class ManifestError(DataError):
     """The manifest is missing, unreadable, inconsistent, or does not match the run config."""

@@ -42,6 +42,7 @@ from PIL import Image
 from distmeta.data.classes import ClassRecord, pack_splits, shared_class
 from distmeta.data.manifest import Manifest, SourceIdentity, file_sha256
 from distmeta.data.writer import ShardLayout
+from distmeta.errors import DataError, NotFound
 
 logger = logging.getLogger(__name__)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -55,7 +56,7 @@ def size_pair(image_size: int | Sequence[int], channels: int) -> tuple[int, int]
     """``(H, W)`` from ``image_size`` (int or pair); checks both arguments."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if len(size) != 2 or min(size) < 1 or channels not in (1, 3):
-        raise ValueError(f"image_size={image_size}, channels={channels}: need a positive size "
+        raise DataError(f"image_size={image_size}, channels={channels}: need a positive size "
                          "(int or [H, W]) and channels 1 or 3")
     return int(size[0]), int(size[1])
 
@@ -69,7 +70,7 @@ def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray
             img = img.resize((size[1], size[0]), Image.BILINEAR)
         array = np.asarray(img, dtype=np.uint8)
     except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
-        raise ValueError(f"image {path}: cannot be decoded ({exc})") from exc
+        raise DataError(f"image {path}: cannot be decoded ({exc})") from exc
     return array.reshape(size[0], size[1], channels).transpose(2, 0, 1)
 
 
@@ -113,14 +114,14 @@ def class_dirs(folder: Path) -> list[str]:
 def _split_folders(root: Path) -> dict[str, dict[str, Path]]:
     if not (root / "train").is_dir():
         found = [s for s in SPLITS if (root / s).is_dir()]
-        raise FileNotFoundError(
+        raise NotFound(
             f"expected train/ val/ test/ class folders under {root}, or a class-folder tree plus "
             "--split-file (split_file=)" + (f"; found {found} but no train/" if found else ""))
     dirs = {}
     for split in (s for s in SPLITS if (root / s).is_dir()):
         names = class_dirs(root / split)
         if not names and split == "train":
-            raise FileNotFoundError(f"image folder {root / split}: no class folders in it")
+            raise NotFound(f"image folder {root / split}: no class folders in it")
         if not names:
             logger.warning("%s: no class folders; split %r is not packed", root / split, split)
             continue
@@ -131,7 +132,7 @@ def _split_folders(root: Path) -> dict[str, dict[str, Path]]:
 def _check_names(named: dict[str, list[str]], where: Path) -> None:
     clash = shared_class(named)
     if clash:
-        raise ValueError(f"split file {where}: class {clash[0]!r} is listed in split {clash[1]!r} and in "
+        raise DataError(f"split file {where}: class {clash[0]!r} is listed in split {clash[1]!r} and in "
                          f"split {clash[2]!r}; the splits must be disjoint")
 
 
@@ -141,12 +142,12 @@ def _read_csv_split(path: Path) -> dict[str, list[str]]:
         rows = csv.reader(f)
         header = [h.strip() for h in next(rows, [])]
         if header != ["class", "split"]:
-            raise ValueError(f"split file {path}: header {header}, expected ['class', 'split']")
+            raise DataError(f"split file {path}: header {header}, expected ['class', 'split']")
         for line, row in enumerate(rows, start=2):
             if not row:
                 continue
             if len(row) != 2 or row[1].strip() not in SPLITS:
-                raise ValueError(f"split file {path} line {line}: {row}, expected 'class,split' "
+                raise DataError(f"split file {path} line {line}: {row}, expected 'class,split' "
                                  f"with split one of {list(SPLITS)}")
             named[row[1].strip()].append(row[0].strip())
     return named
@@ -156,22 +157,22 @@ def read_split_file(path: str | Path) -> dict[str, list[str]]:
     """``{split: [class names]}`` from a JSON or CSV split file (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"split file {path}: not found")
+        raise NotFound(f"split file {path}: not found")
     if path.suffix.lower() == ".csv":
         named = _read_csv_split(path)
     else:
         try:
             named = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
-            raise ValueError(f"split file {path}: not valid JSON ({exc}); use .csv for a CSV file") from exc
+            raise DataError(f"split file {path}: not valid JSON ({exc}); use .csv for a CSV file") from exc
         bad = not isinstance(named, dict) or set(named) - set(SPLITS) or not all(
             isinstance(v, list) and all(isinstance(c, str) for c in v) for v in named.values())
         if bad:
-            raise ValueError(f"split file {path}: expected {{\"train\": [class names], \"val\": [...], "
+            raise DataError(f"split file {path}: expected {{\"train\": [class names], \"val\": [...], "
                              f"\"test\": [...]}}, got {str(named)[:200]}")
     named = {s: named[s] for s in SPLITS if named.get(s)}
     if not named:
-        raise ValueError(f"split file {path}: names no classes")
+        raise DataError(f"split file {path}: names no classes")
     _check_names(named, path)
     return named
 
@@ -181,7 +182,7 @@ def _split_file_classes(root: Path, split_file: Path) -> dict[str, dict[str, Pat
     present = set(class_dirs(root))
     missing = [f"{c!r} ({s})" for s, names in named.items() for c in names if c not in present]
     if missing:
-        raise FileNotFoundError(f"split file {split_file}: {len(missing)} class(es) have no folder "
+        raise NotFound(f"split file {split_file}: {len(missing)} class(es) have no folder "
                                 f"under {root}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     unused = present - {c for names in named.values() for c in names}
     if unused:
@@ -198,14 +199,14 @@ def gather_images(dirs: dict[str, dict[str, Path]], min_images: int) -> tuple[Gr
         for name, folder in classes.items():
             paths = list_images(folder)
             if not paths:
-                raise ValueError(f"class folder {folder}: no images (files ending in "
+                raise DataError(f"class folder {folder}: no images (files ending in "
                                  f"{', '.join(IMG_EXTENSIONS)})")
             if len(paths) < min_images:
                 dropped.append(name)
                 continue
             groups[split][name] = paths
         if not groups[split]:
-            raise ValueError(f"split {split!r}: every class has fewer than min_images={min_images} images")
+            raise DataError(f"split {split!r}: every class has fewer than min_images={min_images} images")
     if dropped:
         logger.warning("%d class(es) with fewer than min_images=%d images are left out: %s",
                        len(dropped), min_images, dropped[:10])
@@ -217,9 +218,9 @@ def plan_image_folder(root: str | Path, split_file: str | Path | None = None,
     """Which images of ``root`` each split's classes get, and the classes left out."""
     root = Path(root)
     if min_images < 1:
-        raise ValueError(f"min_images={min_images}: must be >= 1")
+        raise DataError(f"min_images={min_images}: must be >= 1")
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root}: not a directory")
+        raise NotFound(f"image folder {root}: not a directory")
     dirs = _split_folders(root) if split_file is None else _split_file_classes(root, Path(split_file))
     return gather_images(dirs, min_images)
 
@@ -256,7 +257,7 @@ def pack_tiered_imagenet(root: str | Path, out_dir: str, image_size: int | Seque
     root = Path(root)
     size = size_pair(image_size, channels)
     if root.is_dir() and not (root / "train").is_dir() and any(root.glob("*_images_png.pkl")):
-        raise FileNotFoundError(
+        raise NotFound(
             f"tiered-ImageNet {root}: holds the original pickles (*_images_png.pkl), which are not "
             "read; expected train/ val/ test/ folders of class folders of images")
     groups, dropped = plan_image_folder(root, None, min_images)

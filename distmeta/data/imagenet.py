@@ -26,6 +26,7 @@ from distmeta.data.classes import pack_splits, shared_class
 from distmeta.data.image_folder import SPLITS, Groups, class_records, content_identity, size_pair
 from distmeta.data.manifest import Manifest, file_sha256
 from distmeta.data.writer import ShardLayout
+from distmeta.errors import DataError, NotFound
 
 logger = logging.getLogger(__name__)
 MINI_CLASSES = {"train": 64, "val": 16, "test": 20}
@@ -41,16 +42,16 @@ def locate_mini_imagenet(root: str | Path, csv_dir: str | Path | None = None) ->
     root = Path(root)
     csv_root = root if csv_dir is None else Path(csv_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"mini-ImageNet {root}: not a directory; expected {root}/images/ and "
+        raise NotFound(f"mini-ImageNet {root}: not a directory; expected {root}/images/ and "
                                 f"train.csv, val.csv, test.csv in {csv_root}. {HOW_TO_GET}")
     images = root / "images"
     if not images.is_dir():
-        raise FileNotFoundError(f"mini-ImageNet {images}: folder not found (every image the CSV "
+        raise NotFound(f"mini-ImageNet {images}: folder not found (every image the CSV "
                                 f"files name must be in it). {HOW_TO_GET}")
     csvs = {split: csv_root / f"{split}.csv" for split in SPLITS}
     missing = [str(p) for p in csvs.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"mini-ImageNet split file(s) not found: {', '.join(missing)} "
+        raise NotFound(f"mini-ImageNet split file(s) not found: {', '.join(missing)} "
                                 f"(pass csv_dir= / --csv-dir if they are elsewhere). {HOW_TO_GET}")
     return images, csvs
 
@@ -62,24 +63,24 @@ def read_split_csv(path: Path) -> dict[str, list[str]]:
         rows = csv.reader(f)
         header = [h.strip() for h in next(rows, [])]
         if header != ["filename", "label"]:
-            raise ValueError(f"mini-ImageNet split file {path}: header {header}, expected "
+            raise DataError(f"mini-ImageNet split file {path}: header {header}, expected "
                              "['filename', 'label']")
         for line, row in enumerate(rows, start=2):
             if not row:
                 continue
             if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise ValueError(f"mini-ImageNet split file {path} line {line}: {row}, expected "
+                raise DataError(f"mini-ImageNet split file {path} line {line}: {row}, expected "
                                  "'filename,label'")
             by_label.setdefault(row[1].strip(), []).append(row[0].strip())
     if not by_label:
-        raise ValueError(f"mini-ImageNet split file {path}: no rows")
+        raise DataError(f"mini-ImageNet split file {path}: no rows")
     return by_label
 
 
 def _check_disjoint(labels: dict[str, dict[str, list[str]]], csvs: dict[str, Path]) -> None:
     clash = shared_class(labels)
     if clash:
-        raise ValueError(f"mini-ImageNet: class {clash[0]!r} is in {csvs[clash[1]]} and in {csvs[clash[2]]}; "
+        raise DataError(f"mini-ImageNet: class {clash[0]!r} is in {csvs[clash[1]]} and in {csvs[clash[2]]}; "
                          "the splits must be disjoint")
 
 
@@ -87,7 +88,7 @@ def _resolve(images: Path, csv_path: Path, by_label: dict[str, list[str]],
              present: set[str]) -> dict[str, list[Path]]:
     missing = [name for names in by_label.values() for name in names if name not in present]
     if missing:
-        raise FileNotFoundError(f"mini-ImageNet split file {csv_path}: {len(missing)} image(s) it "
+        raise NotFound(f"mini-ImageNet split file {csv_path}: {len(missing)} image(s) it "
                                 f"names are not in {images}, e.g. {', '.join(missing[:3])}")
     return {label: [images / name for name in names] for label, names in by_label.items()}
 

@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from distmeta.data.errors import ManifestError
+from distmeta.uri import absolute, filesystem
 
 FORMAT_VERSION = 2
 CLASS_FAMILY = "images"
@@ -45,9 +46,8 @@ def canonical_json(obj: Any) -> str:
 
 def open_dir(uri: str) -> tuple[pafs.FileSystem, str]:
     """``(filesystem, base path)`` for a local path or any ``pyarrow.fs`` URI."""
-    target = uri if "://" in str(uri) else os.path.abspath(os.path.expanduser(str(uri)))
     try:
-        return pafs.FileSystem.from_uri(target)
+        return filesystem(str(uri))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
         raise ManifestError(f"dataset path {uri!r}: cannot open its filesystem ({exc})") from exc
 
@@ -237,7 +237,7 @@ class Manifest:
     def urls(self, split: str) -> list[str]:
         """Full paths / URIs of a split's shard files, in order, for any tar reader, e.g.
         ``webdataset.WebDataset(manifest.urls("train"), shardshuffle=False)``."""
-        root = self.uri if "://" in self.uri else os.path.abspath(os.path.expanduser(self.uri))
+        root = absolute(self.uri)
         return [join(root, r.path) for r in self.split(split).rows]
 
     def split(self, name: str) -> SplitInfo:

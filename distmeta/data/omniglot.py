@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +41,20 @@ from PIL import Image, ImageOps
 from distmeta.data.classes import ClassRecord, pack_splits
 from distmeta.data.manifest import Manifest, SourceIdentity, file_sha256
 from distmeta.data.writer import ShardLayout
+from distmeta.errors import DataError, NotFound
 
 logger = logging.getLogger(__name__)
 N_CHARACTERS = 1623
 SPLITS = ("train", "val", "test")
 Source = Literal["auto", "omniglot28", "lake_npz", "torchvision"]
+
+OMNIGLOT_ENV = "DISTMETA_OMNIGLOT"
+DEFAULT_OMNIGLOT = "~/.cache/distmeta/omniglot"
+
+
+def omniglot_root(root: str | None = None) -> str:
+    """``root``, else ``$DISTMETA_OMNIGLOT``, else ``~/.cache/distmeta/omniglot``."""
+    return os.path.expanduser(root or os.environ.get(OMNIGLOT_ENV) or DEFAULT_OMNIGLOT)
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,7 @@ def split_characters(split_seed: int | None = 1, n_train: int = 1200,
                      n_val: int = 100) -> dict[str, np.ndarray]:
     """Class indices (``char_id - 1``) of each split; see the module docstring."""
     if n_train < 1 or n_val < 0 or n_train + n_val >= N_CHARACTERS:
-        raise ValueError(f"n_train={n_train}, n_val={n_val}: need n_train >= 1, n_val >= 0 and "
+        raise DataError(f"n_train={n_train}, n_val={n_val}: need n_train >= 1, n_val >= 0 and "
                          f"n_train + n_val < {N_CHARACTERS}")
     order = (np.arange(N_CHARACTERS) if split_seed is None
              else np.random.default_rng(split_seed).permutation(N_CHARACTERS))
@@ -84,7 +94,7 @@ def _from_omniglot28(root: Path, keep: np.ndarray) -> tuple[np.ndarray, SourceId
     with np.load(path, allow_pickle=False) as z:
         images = z["images"]
     if images.shape != (N_CHARACTERS, 20, 28, 28):
-        raise ValueError(f"{path}: images has shape {images.shape}, expected ({N_CHARACTERS}, 20, 28, 28)")
+        raise DataError(f"{path}: images has shape {images.shape}, expected ({N_CHARACTERS}, 20, 28, 28)")
     return images[keep], SourceIdentity("omniglot", file_sha256(path), {"file": path.name})
 
 
@@ -96,7 +106,7 @@ def _from_lake_npz(root: Path, keep: np.ndarray, size: int) -> tuple[np.ndarray,
             parts.append(z["images"])
     n = sum(p.shape[0] for p in parts)
     if n != N_CHARACTERS:
-        raise ValueError(f"{files}: {n} characters in all, expected {N_CHARACTERS}")
+        raise DataError(f"{files}: {n} characters in all, expected {N_CHARACTERS}")
     out = np.empty((len(keep), 20, size, size), np.uint8)
     for row, c in enumerate(keep):
         part, j = (parts[0], c) if c < parts[0].shape[0] else (parts[1], c - parts[0].shape[0])
@@ -120,13 +130,13 @@ def _from_torchvision(root: Path, keep: np.ndarray, size: int) -> tuple[np.ndarr
                 paths.setdefault(int(name.split("_")[0]), []).append(folder / character / name)
     missing = sorted(set((keep + 1).tolist()) - set(paths))
     if missing:
-        raise ValueError(f"{root}/omniglot-py: {len(missing)} needed character(s) missing, e.g. "
+        raise DataError(f"{root}/omniglot-py: {len(missing)} needed character(s) missing, e.g. "
                          f"char_ids {missing[:5]}; found {len(paths)} of {N_CHARACTERS}")
     out = np.empty((len(keep), 20, size, size), np.uint8)
     for row, c in enumerate(keep):
         drawings = sorted(paths[int(c) + 1])
         if len(drawings) != 20:
-            raise ValueError(f"{root}/omniglot-py: char_id {c + 1} has {len(drawings)} drawings, expected 20")
+            raise DataError(f"{root}/omniglot-py: char_id {c + 1} has {len(drawings)} drawings, expected 20")
         for s, path in enumerate(drawings):
             with Image.open(path) as image:
                 out[row, s] = _box(np.asarray(ImageOps.invert(image.convert("L"))), size)
@@ -147,7 +157,7 @@ def _pick_source(root: Path, image_size: int, source: Source) -> str:
         return "lake_npz"
     if (root / "omniglot-py").is_dir():
         return "torchvision"
-    raise FileNotFoundError(
+    raise NotFound(
         f"Omniglot not found under {root}: expected omniglot28.npz, images_background.npz + "
         "images_evaluation.npz, or torchvision's omniglot-py/ folder")
 
@@ -162,9 +172,9 @@ def omniglot_classes(root: str | Path, image_size: int = 28, split_seed: int | N
     """
     root = Path(root)
     if image_size < 1:
-        raise ValueError(f"image_size={image_size}: must be >= 1")
+        raise DataError(f"image_size={image_size}: must be >= 1")
     if source == "omniglot28" and image_size != 28:
-        raise ValueError(f"source='omniglot28' holds 28x28 images, not image_size={image_size}")
+        raise DataError(f"source='omniglot28' holds 28x28 images, not image_size={image_size}")
     splits = split_characters(split_seed, n_train, n_val)
     if limit_classes is not None:
         splits = {name: ids[:limit_classes] for name, ids in splits.items()}
@@ -174,7 +184,7 @@ def omniglot_classes(root: str | Path, image_size: int = 28, split_seed: int | N
                "lake_npz": lambda: _from_lake_npz(root, keep, image_size),
                "torchvision": lambda: _from_torchvision(root, keep, image_size)}
     if kind not in loaders:
-        raise ValueError(f"source={source!r}: expected one of {['auto', *loaders]}")
+        raise DataError(f"source={source!r}: expected one of {['auto', *loaders]}")
     images, identity = loaders[kind]()
     logger.info("loaded %d Omniglot characters from %s (%s)", len(keep), root, kind)
     bounds = np.cumsum([0] + [len(splits[s]) for s in SPLITS])
@@ -198,7 +208,7 @@ def pack_omniglot(root: str | Path, out_dir: str, *, image_size: int = 28, chann
     255), split as in the module docstring. ``channels=3`` repeats the grey image (for the
     RGB 84-px path). Rotations are not stored: ``task.rotations`` adds them when sampling."""
     if channels not in (1, 3):
-        raise ValueError(f"channels={channels}: expected 1 or 3")
+        raise DataError(f"channels={channels}: expected 1 or 3")
     data = omniglot_classes(root, image_size, split_seed, n_train, n_val, limit_classes, source,
                             dtype="uint8")
     params = {"image_size": [image_size, image_size], "channels": channels, "split_seed": split_seed,

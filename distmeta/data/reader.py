@@ -37,7 +37,7 @@ from distmeta.data.episode import EpisodeRecord, decode_array, stack
 from distmeta.data.errors import ManifestError, ShardError
 from distmeta.data.manifest import Manifest, ShardRow, SplitInfo, join
 from distmeta.data.store import OnError, ReadStats, ShardStore
-from distmeta.tasks.seeding import episode_rng
+from distmeta.seeding import episode_rng
 from distmeta.types import EpisodeBatch
 
 _Drawn = tuple[ShardRow, int, EpisodeRecord]

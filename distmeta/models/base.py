@@ -39,5 +39,9 @@ def _identity_linear(width: int) -> nn.Linear:
     return layer
 
 
-def head_names(names: list[str] | tuple[str, ...]) -> list[str]:
-    return [n for n in names if n.startswith(HEAD_PREFIX)]
+def zero_head(params: dict[str, Tensor]) -> None:
+    """The zeroing trick (Kao, Chiu, Chen, ICLR 2022): set the linear head to zero, in place."""
+    with torch.no_grad():
+        for name, value in params.items():
+            if name.startswith(HEAD_PREFIX):
+                value.zero_()

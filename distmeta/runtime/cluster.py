@@ -67,3 +67,17 @@ def connect(address: str | None = None, num_cpus: float | None = None, num_gpus:
                     log_to_driver=True, logging_level=level)
     log.info("started a local Ray instance (%s CPUs) on %s", cpus, LOOPBACK)
     return RaySession(True, ray.get_runtime_context().gcs_address, getattr(info, "dashboard_url", None))
+
+
+def live_nodes() -> int:
+    """How many nodes of the connected cluster are alive."""
+    import ray
+
+    return len([n for n in ray.nodes() if n.get("Alive")])
+
+
+def job_tags() -> dict[str, str]:
+    """The Ray job this driver runs as, for the run's tags."""
+    import ray
+
+    return {"ray.job_id": ray.get_runtime_context().get_job_id()} if ray.is_initialized() else {}

@@ -15,8 +15,10 @@ in order:
   checkpoint: the pipeline re-syncs from the server's step (every server shard brought back
   to one complete checkpoint) and recomputes from there.
 
-Episodes and sums are pure functions of (seed, step, logical shard) and the reduction tree is
-fixed, so the final parameters are bit-identical to a fault-free run on any number of workers.
+What to do about a fault is the :class:`~distmeta.runtime.faults.FaultPolicy`'s decision;
+this module only submits and collects. Episodes and sums are pure functions of (seed, step,
+logical shard) and the reduction tree is fixed, so the final parameters are bit-identical to
+a fault-free run on any number of workers.
 """
 
 from __future__ import annotations
@@ -29,21 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distmeta.config import RunConfig
-from distmeta.runtime.driver import (
-    Actors,
-    Counters,
-    StepFailed,
-    is_actor_failure,
-    is_stale,
-    merge_states,
-    server_get,
-    sync_servers,
-)
+from distmeta.runtime.actors import Actors, merge_states, server_get, sync_servers
+from distmeta.runtime.faults import FaultPolicy, is_server_failure
 from distmeta.runtime.tree import deal
 from distmeta.types import Params
 
 log = logging.getLogger(__name__)
-PING_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -67,16 +60,16 @@ class Collected:
 
 
 class Pipeline:
-    def __init__(self, cfg: RunConfig, actors: Actors, counters: Counters,
+    """Steps in flight: ``submit`` the next one, ``collect`` the oldest."""
+
+    def __init__(self, cfg: RunConfig, actors: Actors, policy: FaultPolicy,
                  on_dispatch: Callable[[int, Pipeline], None] | None = None) -> None:
-        self.cfg, self.actors, self.counters, self.on_dispatch = cfg, actors, counters, on_dispatch
+        self.cfg, self.actors, self.policy, self.on_dispatch = cfg, actors, policy, on_dispatch
         self.pool, self.servers = actors.pool, actors.servers
         self.server = actors.servers[0]
         self.inflight: deque[Submitted] = deque()
         self.next_step, self.states = 0, []
         self.last_collect: float | None = None
-        self.resync_step, self.resyncs = -1, 0
-        self.incarnations: list[float] = []
 
     # -- submission ------------------------------------------------------------------------
     def sync(self) -> int:
@@ -84,7 +77,8 @@ class Pipeline:
         self.inflight.clear()
         self.next_step = sync_servers(self.servers, self.cfg)
         self.states = [s.get.remote() for s in self.servers]
-        self.last_collect, self.incarnations = None, []
+        self.last_collect = None
+        self.policy.reset()
         return self.next_step
 
     def full(self) -> bool:
@@ -93,7 +87,7 @@ class Pipeline:
     def submit(self) -> None:
         step, shards = self.next_step, list(range(self.cfg.runtime.logical_shards))
         sub = Submitted(step, self.states)
-        self._compute(sub, shards, self._workers(0))
+        self._compute(sub, shards, self.policy.workers(0))
         self._apply(sub, aggregate=True)
         self.inflight.append(sub)
         self.states, self.next_step = sub.states, step + 1
@@ -143,25 +137,17 @@ class Pipeline:
     def collect(self) -> Collected | None:
         """The oldest step in flight, once applied; ``None`` when the server restarted and the
         pipeline re-synced from its step (the caller goes on from ``next_step``)."""
-        import ray
-
         sub = self.inflight.popleft()
         metrics, timing = self._statuses(sub)
         try:
             stats = server_get(sub.stats, self.cfg, f"apply(step={sub.step})")
         except Exception as exc:
-            if not (is_stale(exc) or is_actor_failure(exc) or isinstance(exc, ray.exceptions.RayTaskError)):
+            if not is_server_failure(exc):
                 raise
-            self.counters.server_restarts += 1
-            self.resyncs = self.resyncs + 1 if self.resync_step == sub.step else 1
-            self.resync_step = sub.step
-            if self.resyncs > self.cfg.runtime.max_step_retries + 1:
-                raise StepFailed(f"step {sub.step}: the parameter server failed it {self.resyncs} times: {exc}") from exc
-            log.warning("step %d: the parameter server did not apply it (%s); re-syncing from its checkpoint",
-                        sub.step, type(exc).__name__)
+            self.policy.resync(sub.step, exc)
             self.sync()
             return None
-        self._count_restarts([s.pop("incarnation") for s in stats])
+        self.policy.count_restarts([s.pop("incarnation") for s in stats])
         now = time.perf_counter()
         step_s = now - self.last_collect if self.last_collect is not None else timing["compute_s"]
         self.last_collect = now
@@ -169,18 +155,8 @@ class Pipeline:
         out = mean_metrics(metrics, n) | stats[0] | timing | {
             "server_s": max(s["server_s"] for s in stats),
             "server_in_floats": sum(s["server_in_floats"] for s in stats),
-            "step_s": step_s, "tasks_per_s": n / step_s, "retries": float(self.counters.retries),
-            "worker_failures": float(self.counters.worker_failures),
-            "server_restarts": float(self.counters.server_restarts)}
+            "step_s": step_s, "tasks_per_s": n / step_s} | self.policy.counters.metrics()
         return Collected(sub.step, out, sub.states)
-
-    def _count_restarts(self, incarnations: list[float]) -> None:
-        """A server restarted by Ray whose retried ``apply`` went through unnoticed still counts."""
-        if self.incarnations and incarnations != self.incarnations:
-            restarted = sum(a != b for a, b in zip(incarnations, self.incarnations, strict=True))
-            self.counters.server_restarts += restarted
-            log.warning("%d parameter server(s) restarted and restored their checkpoint", restarted)
-        self.incarnations = incarnations
 
     def _statuses(self, sub: Submitted) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
         """Wait for the step's workers; recompute what failed until every shard is in."""
@@ -188,12 +164,12 @@ class Pipeline:
 
         metrics: dict[int, dict[str, float]] = {}
         timing = {"compute_s": 0.0, "skipped_files": 0.0}
-        for attempt in range(self.cfg.runtime.max_step_retries + 1):
+        for attempt in self.policy.attempts():
             pending = dict(sub.status)
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=self.cfg.runtime.step_timeout_s)
             failed: list[int] = []
             for ref, (w, shards, refs) in pending.items():
-                status = self._status(ref, ref in ready, w, sub.step)
+                status = self.policy.status(ref, ref in ready, w, sub.step)
                 if status is None:
                     failed += shards
                     continue
@@ -203,11 +179,9 @@ class Pipeline:
                 timing["skipped_files"] = max(timing["skipped_files"], len(status["skipped_files"]))
             if not failed:
                 return metrics, timing
-            self.counters.retries += len(failed)
-            log.warning("step %d: retrying logical shards %s", sub.step, sorted(failed))
+            self.policy.retry(sub.step, sorted(failed))
             self._resubmit(sub, sorted(failed), attempt + 1)
-        raise StepFailed(f"step {sub.step}: logical shards failed {self.cfg.runtime.max_step_retries + 1} times; "
-                         "see the worker logs")
+        raise self.policy.give_up(sub.step)
 
     def _resubmit(self, sub: Submitted, failed: list[int], attempt: int) -> None:
         """Recompute ``failed`` shards on the workers available, apply again with the kept
@@ -220,60 +194,11 @@ class Pipeline:
         # step queued on the workers: wait for that, so the retry does not queue behind them.
         ray.wait(sub.stats, num_returns=len(sub.stats), timeout=self.cfg.runtime.step_timeout_s)
         sub.status = {}
-        self._compute(sub, failed, self._workers(attempt))
+        self._compute(sub, failed, self.policy.workers(attempt))
         self._apply(sub, aggregate=False)
         self.states, self.next_step = sub.states, sub.step + 1
         for _ in range(later):
             self.submit()
-
-    def _status(self, ref: Any, ready: bool, worker: int, step: int) -> dict[str, Any] | None:
-        import ray
-
-        if not ready:
-            log.warning("step %d: worker %d did not answer within %.0f s; restarting it", step, worker,
-                        self.cfg.runtime.step_timeout_s)
-            ray.kill(self.pool.actors[worker], no_restart=False)  # its pending results fail now
-            self.pool.down.add(worker)
-            return None
-        try:
-            return ray.get(ref, timeout=self.cfg.runtime.step_timeout_s)  # ready: a fetch at most
-        except Exception as exc:
-            if not is_actor_failure(exc):
-                raise
-            log.warning("step %d: worker %d lost (%s)", step, worker, type(exc).__name__)
-            self.counters.worker_failures += 1
-            self.pool.down.add(worker)
-            return None
-
-    # -- workers ---------------------------------------------------------------------------
-    def revive(self, wait_s: float = 0.0) -> None:
-        """Move workers that answer a ping back into the pool."""
-        import ray
-
-        pings = {i: self.pool.actors[i].ping.remote() for i in self.pool.down}
-        if not pings:
-            return
-        ready, _ = ray.wait(list(pings.values()), num_returns=len(pings), timeout=max(wait_s, 0.05))
-        for i, ref in pings.items():
-            if ref in ready:
-                try:
-                    ray.get(ref, timeout=PING_TIMEOUT_S)
-                    self.pool.down.discard(i)
-                except Exception as exc:  # still dead or restarting
-                    log.debug("worker %d not back yet: %s", i, exc)
-
-    def _workers(self, attempt: int) -> list[int]:
-        wait = self.cfg.runtime.on_worker_loss == "wait" and attempt > 0
-        deadline = time.monotonic() + self.cfg.runtime.step_timeout_s
-        while True:
-            self.revive(wait_s=PING_TIMEOUT_S if wait or not self.pool.live() else 0.0)
-            live = self.pool.live()
-            if live and not (wait and self.pool.down):
-                return live
-            if time.monotonic() > deadline:
-                if live:
-                    return live
-                raise StepFailed(f"no worker came back within runtime.step_timeout_s={self.cfg.runtime.step_timeout_s}")
 
 
 def mean_metrics(per_shard: dict[int, dict[str, float]], n_tasks: int) -> dict[str, float]:

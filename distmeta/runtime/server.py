@@ -26,10 +26,11 @@ from typing import Any
 import torch
 
 from distmeta.config import RunConfig, validate
-from distmeta.models.base import HEAD_PREFIX
-from distmeta.runtime.checkpoint import CheckpointWriter, checkpoint_steps, load_checkpoint
+from distmeta.models import zero_head
+from distmeta.rundir.checkpoint import CheckpointWriter, checkpoint_steps, load_checkpoint
+from distmeta.rundir.model_init import initial_params
+from distmeta.rundir.storage import RunDir
 from distmeta.runtime.partition import partition
-from distmeta.runtime.storage import RunDir
 from distmeta.runtime.tree import Block, combine
 from distmeta.types import Params
 
@@ -41,30 +42,6 @@ State = tuple[int, Params]
 
 class StaleStepError(RuntimeError):
     """``apply`` was called for a step other than the server's current one."""
-
-
-def initial_params(cfg: RunConfig) -> Params:
-    """The meta-parameters at step 0: a pure function of the config (seeded model init)."""
-    torch.manual_seed(cfg.seed)
-    model = cfg.model.build()
-    params = cfg.algorithm.build().init_params(model)
-    if cfg.model.init:
-        from distmeta.runtime.init import apply_init, read_init
-
-        params = apply_init(params, read_init(cfg.model.init), cfg.model.init_scope, cfg.model.init)
-    dtype = getattr(torch, cfg.runtime.dtype)
-    params = {k: v.to(dtype) for k, v in params.items()}
-    if cfg.outer.zero_head:
-        zero_head(params)
-    return params
-
-
-def zero_head(params: Params) -> None:
-    """The zeroing trick (Kao, Chiu, Chen 2021): set the linear head to zero."""
-    with torch.no_grad():
-        for name, value in params.items():
-            if name.startswith(HEAD_PREFIX):
-                value.zero_()
 
 
 def lr_at(cfg: RunConfig, step: int) -> float:

@@ -14,11 +14,18 @@ import _thread
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def exit_code(signum: int | None) -> int:
+    """The shell's convention: 0 for a run that ended as asked, 128 + the number of the signal
+    that stopped it."""
+    return 128 + signum if signum else 0
 
 
 class StepAbandoned(BaseException):
@@ -39,11 +46,6 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self.signum is not None
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's convention for a process ended by a signal: 128 + its number."""
-        return 128 + (self.signum or 0)
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -78,3 +80,46 @@ class StopRequest:
     def _expire(self) -> None:
         self._expired = True
         _thread.interrupt_main(signal.SIGINT)
+
+
+class StopPolicy:
+    """When the step loop stops submitting steps: at ``target`` (``outer.steps``, or an earlier
+    ``until_step``), at a SIGTERM/SIGINT (:class:`StopRequest`), or after the step that
+    crosses ``runtime.time_limit_s`` of loop time. The steps in flight are collected either way."""
+
+    def __init__(self, target: int, time_limit_s: float | None, grace_s: float) -> None:
+        self.target, self.time_limit_s = target, time_limit_s
+        self.signals = StopRequest(grace_s)
+        self.loop_start = time.perf_counter()
+        self.timed_out = False
+
+    def __enter__(self) -> StopPolicy:
+        self.signals.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.signals.__exit__(*exc)
+
+    def start_loop(self) -> None:
+        self.loop_start = time.perf_counter()
+
+    @property
+    def ending(self) -> bool:
+        """A signal came or the time limit passed: submit nothing more."""
+        return self.signals.requested or self.timed_out
+
+    def may_submit(self, step: int) -> bool:
+        return not self.ending and step < self.target
+
+    def is_last(self, done: int) -> bool:
+        """Whether the step just collected (``done`` steps complete) is the loop's last."""
+        return done >= self.target or self.ending
+
+    def check_time(self, done: int, total: int) -> None:
+        """After a collected step: stop submitting once the time limit has passed."""
+        limit = self.time_limit_s
+        if limit is None or self.timed_out or done >= self.target:
+            return
+        if time.perf_counter() - self.loop_start >= limit:
+            log.info("runtime.time_limit_s=%g reached after %d of %d steps", limit, done, total)
+            self.timed_out = True

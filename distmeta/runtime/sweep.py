@@ -14,9 +14,12 @@ interrupted sweep from where Tune left it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,14 @@ import yaml
 
 from distmeta.config import RunConfig, apply_overrides, flat_keys, parse_yaml, validate
 from distmeta.errors import ConfigError
-from distmeta.runtime.storage import RunDir
+from distmeta.evaluation import evaluate
+from distmeta.rundir import layout
+from distmeta.rundir.storage import RunDir, is_uri
+from distmeta.runtime.actors import worker_bundle
+from distmeta.runtime.cluster import connect
+from distmeta.runtime.run import Callbacks, Run
+from distmeta.tracking.mlflow_tracker import resolve_tracking_uri
+from distmeta.tracking.run import RunTracking
 
 log = logging.getLogger(__name__)
 METRICS = {"val_query_loss": "min", "val_query_acc": "max"}
@@ -47,6 +57,27 @@ def parse_grid(items: list[str], base: dict[str, Any]) -> dict[str, list[Any]]:
     return grid
 
 
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep runs: what ASHA and the best config go by (``metric``), how often and on
+    how many validation episodes a trial reports, how many repeats of the grid, how many
+    trials at once."""
+
+    metric: str = "val_query_loss"
+    eval_every: int = 50
+    eval_episodes: int = 100
+    samples: int = 1
+    max_concurrent: int = 1
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ConfigError(f"--metric {self.metric}: expected one of {sorted(METRICS)}")
+
+    @property
+    def mode(self) -> str:
+        return METRICS[self.metric]
+
+
 @dataclass
 class Sweep:
     """What every trial needs, passed to Tune as plain data."""
@@ -54,17 +85,16 @@ class Sweep:
     base: dict[str, Any]
     grid: dict[str, list[Any]]
     directory: str
-    metric: str = "val_query_loss"
-    eval_every: int = 50
-    eval_episodes: int = 100
-    samples: int = 1
-    max_concurrent: int = 1
+    options: SweepOptions = field(default_factory=SweepOptions)
     parent_run_id: str | None = None
-    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def metric(self) -> str:
+        return self.options.metric
 
     @property
     def mode(self) -> str:
-        return METRICS[self.metric]
+        return self.options.mode
 
     def trial_config(self, values: dict[str, Any], trial_dir: str) -> RunConfig:
         overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()]
@@ -74,24 +104,22 @@ class Sweep:
 
 
 def run_trial(values: dict[str, Any], sweep: Sweep) -> None:
-    """One trial, inside a Tune worker: train, reporting validation every ``eval_every`` steps."""
+    """One trial, inside a Tune worker: a :class:`Run` in the trial's run dir (continued when
+    the sweep is), reporting validation every ``eval_every`` steps."""
     from ray import tune
 
-    from distmeta.evaluation import evaluate
-    from distmeta.runtime.train import Callbacks, train
-
-    trial_dir = f"{sweep.directory}/trials/{tune.get_context().get_trial_id()}"
+    trial_dir = f"{sweep.directory}/{layout.trial(tune.get_context().get_trial_id())}"
     cfg = sweep.trial_config(values, trial_dir)
 
     def on_validate(step: int, params: Any) -> None:
-        report = evaluate(cfg, params, split="val", episodes=sweep.eval_episodes)
+        report = evaluate(cfg, params, split="val", episodes=sweep.options.eval_episodes)
         metrics = {"step": step, "val_query_loss": report.post}
         if report.acc is not None:
             metrics["val_query_acc"] = report.acc[-1]
         tune.report(metrics)
 
-    train(cfg, run_dir=trial_dir, resume="auto", evaluate_at_end=False,
-          callbacks=Callbacks(on_validate=on_validate, validate_every=sweep.eval_every))
+    Run.open(cfg, run_dir=trial_dir, resume="auto").train(
+        evaluate_at_end=False, callbacks=Callbacks(on_validate=on_validate, validate_every=sweep.options.eval_every))
 
 
 def param_space(grid: dict[str, list[Any]]) -> dict[str, Any]:
@@ -103,8 +131,6 @@ def param_space(grid: dict[str, list[Any]]) -> dict[str, Any]:
 def trial_resources(cfg: RunConfig) -> Any:
     """Bundle 0: the trial's own process and the parameter server; then one per worker."""
     from ray import tune
-
-    from distmeta.runtime.driver import worker_bundle
 
     return tune.PlacementGroupFactory([{"CPU": 0.01}] + [worker_bundle(cfg)] * cfg.runtime.workers,
                                       strategy="SPREAD" if cfg.runtime.placement == "spread" else "PACK")
@@ -136,11 +162,11 @@ def best_config(rows: list[dict[str, Any]], sweep: Sweep) -> dict[str, Any] | No
 
 def write_outputs(directory: str, rows: list[dict[str, Any]], best: dict[str, Any] | None) -> dict[str, str]:
     rd = RunDir(directory)
-    rd.write_text("summary.json", json.dumps(rows, indent=1, default=str))
-    out = {"summary": rd.uri("summary.json")}
+    rd.write_text(layout.SUMMARY, json.dumps(rows, indent=1, default=str))
+    out = {"summary": rd.uri(layout.SUMMARY)}
     if best is not None:
-        rd.write_text("best_config.yaml", yaml.safe_dump(best, sort_keys=False))
-        out["best_config"] = rd.uri("best_config.yaml")
+        rd.write_text(layout.BEST_CONFIG, yaml.safe_dump(best, sort_keys=False))
+        out["best_config"] = rd.uri(layout.BEST_CONFIG)
     return out
 
 
@@ -156,52 +182,31 @@ class SweepResult:
 
 def _absolute(base: dict[str, Any]) -> dict[str, Any]:
     """Trials run in Tune's workers, elsewhere: local paths and the tracking store made absolute."""
-    from distmeta.tracking.mlflow_tracker import resolve_tracking_uri
-
     flat = flat_keys(base)
     fixes = []
     path = flat.get("data.path")
-    if path and "://" not in path:
+    if path and not is_uri(path):
         fixes.append(f"data.path={json.dumps(str(Path(path).expanduser().resolve()))}")
     if flat.get("tracking.enabled"):
         fixes.append(f"tracking.uri={json.dumps(resolve_tracking_uri(flat.get('tracking.uri')))}")
     return validate(apply_overrides(base, fixes)).to_dict()
 
 
-def _parent_run(cfg: RunConfig, rd: RunDir, grid: dict[str, list[Any]]) -> Any:
-    """The sweep's MLflow run (re-opened when the sweep continues)."""
+def _parent_run(cfg: RunConfig, rd: RunDir, grid: dict[str, list[Any]]) -> RunTracking | None:
+    """The sweep's MLflow run (re-opened when the sweep continues); no system metrics."""
     if not cfg.tracking.enabled:
         return None
-    import tempfile
-
-    from distmeta.tracking import MlflowTracker, run_tags
-
-    local = Path(tempfile.mkdtemp(prefix="distmeta-sweep-")) if "://" in rd.location else Path(rd.location) / "tracking"
-    tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, local, system_metrics=False)
-    previous = json.loads(rd.read_text("tracking.json"))["run_id"] if rd.exists("tracking.json") else None
-    params = {"config": cfg.to_dict(), "grid": {k: json.dumps(v) for k, v in grid.items()}}
-    run_id = tracker.start(rd.location.rstrip("/").rsplit("/", 1)[-1], params,
-                           run_tags(run_dir=rd.location, extra={"distmeta.sweep": "true"}), resume_run_id=previous)
-    if run_id:
-        rd.write_text("tracking.json", json.dumps({"run_id": run_id, "uri": tracker.tracking_uri}))
-    return tracker
+    quiet = validate(apply_overrides(cfg.to_dict(), ["tracking.system_metrics=false"]))
+    tracking = RunTracking(quiet, rd)
+    tracking.open({"config": cfg.to_dict(), "grid": {k: json.dumps(v) for k, v in grid.items()}},
+                  extra={"distmeta.sweep": "true"})
+    return tracking
 
 
-def run_sweep(base: RunConfig, grid_items: list[str], directory: str | None = None, *, samples: int = 1,
-              max_concurrent: int = 1, metric: str = "val_query_loss", eval_every: int = 50,
-              eval_episodes: int = 100, address: str | None = None) -> SweepResult:
+def run_sweep(base: RunConfig, grid_items: list[str], directory: str | None = None,
+              options: SweepOptions | None = None, address: str | None = None) -> SweepResult:
     """Run (or continue) the sweep; its table, best config and parent run id."""
-    import functools
-    import time
-    from datetime import UTC, datetime
-
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    from distmeta.runtime.cluster import connect
-
-    if metric not in METRICS:
-        raise ConfigError(f"--metric {metric}: expected one of {sorted(METRICS)}")
+    options = options or SweepOptions()
     start = time.perf_counter()
     data = _absolute(base.to_dict())
     grid = parse_grid(grid_items, data)
@@ -209,49 +214,58 @@ def run_sweep(base: RunConfig, grid_items: list[str], directory: str | None = No
     rd = RunDir(directory or f"runs/sweep-{base.name}-{stamp}")
     rd.makedirs()
     session = connect(address)
-    tracker = _parent_run(validate(data), rd, grid)
-    sweep = Sweep(data, grid, rd.location, metric, eval_every, eval_episodes, samples, max_concurrent,
-                  tracker.run_id if tracker else None)
-    trainable = tune.with_resources(functools.partial(run_trial, sweep=sweep), trial_resources(validate(data)))
-    tune_dir = f"{rd.location}/tune"
+    tracking = _parent_run(validate(data), rd, grid)
+    sweep = Sweep(data, grid, rd.location, options, tracking.run_id if tracking else None)
     try:
-        if tune.Tuner.can_restore(tune_dir):
-            log.info("continuing the sweep in %s", tune_dir)
-            tuner = tune.Tuner.restore(tune_dir, trainable, resume_errored=True)
-        else:
-            reports = -(-data["outer"]["steps"] // eval_every)
-            tuner = tune.Tuner(trainable, param_space=param_space(grid), tune_config=tune.TuneConfig(
-                # max_t beyond the last report: ASHA stops laggards, never a trial at its end
-                scheduler=ASHAScheduler(metric=metric, mode=METRICS[metric], max_t=reports + 1, grace_period=1,
-                                        reduction_factor=2),
-                num_samples=samples, max_concurrent_trials=max_concurrent),
-                run_config=tune.RunConfig(name="tune", storage_path=rd.location, verbose=0))
-        results = tuner.fit()
-        rows = summary(results, sweep)
+        rows = summary(_tuner(sweep, validate(data)).fit(), sweep)
         best = best_config(rows, sweep)
         outputs = write_outputs(rd.location, rows, best)
-        if tracker is not None:
-            _close_children(tracker, rows, sweep)
-            for name in outputs.values():
-                if "://" not in name:
-                    tracker.log_artifact(name)
-            scored = [r[metric] for r in rows if r.get(metric) is not None]
-            if scored:
-                tracker.log_metrics(0, {f"best_{metric}": (min if sweep.mode == "min" else max)(scored)})
-            tracker.end("FINISHED")
+        if tracking is not None:
+            _report(tracking, rows, sweep, outputs)
     except BaseException:
-        if tracker is not None:
-            tracker.end("FAILED")
+        if tracking is not None:
+            tracking.end("FAILED")
         raise
     finally:
         session.shutdown()
     return SweepResult(rd.location, rows, best, outputs, sweep.parent_run_id, time.perf_counter() - start)
 
 
-def _close_children(tracker: Any, rows: list[dict[str, Any]], sweep: Sweep) -> None:
+def _tuner(sweep: Sweep, cfg: RunConfig) -> Any:
+    """Tune's tuner of the sweep: a new one, or the one in ``SWEEP_DIR/tune`` to continue."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    trainable = tune.with_resources(functools.partial(run_trial, sweep=sweep), trial_resources(cfg))
+    tune_dir = f"{sweep.directory}/{layout.TUNE}"
+    if tune.Tuner.can_restore(tune_dir):
+        log.info("continuing the sweep in %s", tune_dir)
+        return tune.Tuner.restore(tune_dir, trainable, resume_errored=True)
+    reports = -(-cfg.outer.steps // sweep.options.eval_every)
+    # max_t beyond the last report: ASHA stops laggards, never a trial at its end
+    scheduler = ASHAScheduler(metric=sweep.metric, mode=sweep.mode, max_t=reports + 1, grace_period=1,
+                              reduction_factor=2)
+    return tune.Tuner(trainable, param_space=param_space(sweep.grid), tune_config=tune.TuneConfig(
+        scheduler=scheduler, num_samples=sweep.options.samples, max_concurrent_trials=sweep.options.max_concurrent),
+        run_config=tune.RunConfig(name=layout.TUNE, storage_path=sweep.directory, verbose=0))
+
+
+def _report(tracking: RunTracking, rows: list[dict[str, Any]], sweep: Sweep, outputs: dict[str, str]) -> None:
+    """The sweep's run: its trials' runs ended, the outputs as artifacts, the best metric."""
+    _close_children(tracking, rows, sweep)
+    for name in outputs.values():
+        if not is_uri(name):
+            tracking.tracker.log_artifact(name)
+    scored = [r[sweep.metric] for r in rows if r.get(sweep.metric) is not None]
+    if scored:
+        tracking.tracker.log_metrics(0, {f"best_{sweep.metric}": (min if sweep.mode == "min" else max)(scored)})
+    tracking.end("FINISHED")
+
+
+def _close_children(tracking: RunTracking, rows: list[dict[str, Any]], sweep: Sweep) -> None:
     """Trials that ASHA stopped or that failed never ended their own MLflow runs: end them."""
     mlflow_status = {"STOPPED": "KILLED", "FAILED": "FAILED"}
-    ended = tracker.end_children({f"{sweep.directory}/trials/{r['trial']}": mlflow_status.get(r["status"], "KILLED")
-                                  for r in rows})
+    ended = tracking.tracker.end_children({f"{sweep.directory}/{layout.trial(r['trial'])}":
+                                           mlflow_status.get(r["status"], "KILLED") for r in rows})
     if ended:
         log.info("ended %d trial run(s) that stopped early or failed", ended)

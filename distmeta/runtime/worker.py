@@ -17,8 +17,8 @@ import torch
 
 from distmeta.config import RunConfig, validate
 from distmeta.runtime.server import StaleStepError, State, server_partition
-from distmeta.runtime.sources import task_source
 from distmeta.runtime.tree import Block, aligned_blocks, combine, presum
+from distmeta.tasks.sources import task_source
 from distmeta.types import Params
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from distmeta.seeding import episode_rng
 from distmeta.tasks.augment import Augment
 from distmeta.tasks.images import ArrayPool, ClassPool, Episodes, ImageClasses
 from distmeta.tasks.linear_rep import LinearRepresentation, principal_angle_distance
 from distmeta.tasks.registry import FAMILIES, IMAGE_FAMILIES, TASKS, build_task
-from distmeta.tasks.seeding import episode_rng
 from distmeta.tasks.sinusoid import Sinusoid
 from distmeta.types import EpisodeBatch
 

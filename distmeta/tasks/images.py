@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from distmeta.seeding import episode_rng
 from distmeta.tasks.augment import Augment
-from distmeta.tasks.seeding import episode_rng
 from distmeta.types import EpisodeBatch
 
 LABELS = ("episode", "global")

@@ -9,12 +9,13 @@ principal-angle distance between col(B_hat) and col(B*).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from distmeta.tasks.seeding import episode_rng
+from distmeta.seeding import episode_rng
 from distmeta.types import EpisodeBatch
 
 
@@ -29,6 +30,7 @@ class LinearRepresentation:
     b_star: np.ndarray = field(init=False, repr=False, compare=False)
 
     loss = "mse"
+    family: ClassVar[str] = "linear_rep"
 
     def __post_init__(self) -> None:
         if not 0 < self.k <= self.d:

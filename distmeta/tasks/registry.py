@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from distmeta.config import IMAGE_FAMILIES
 from distmeta.tasks.linear_rep import LinearRepresentation
 from distmeta.tasks.sinusoid import Sinusoid
 
 TASKS: dict[str, type] = {"sinusoid": Sinusoid, "linear_rep": LinearRepresentation}
-IMAGE_FAMILIES = ("omniglot", "images")
 FAMILIES = (*TASKS, *IMAGE_FAMILIES)
 
 

@@ -7,11 +7,12 @@ x ~ U[-5, 5]; K support points, Q query points, MSE loss.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from distmeta.tasks.seeding import episode_rng
+from distmeta.seeding import episode_rng
 from distmeta.types import EpisodeBatch
 
 
@@ -24,6 +25,7 @@ class Sinusoid:
     x_range: tuple[float, float] = (-5.0, 5.0)
 
     loss = "mse"
+    family: ClassVar[str] = "sinusoid"
 
     def __post_init__(self) -> None:
         if self.shots < 1 or self.query < 1:

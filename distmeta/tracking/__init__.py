@@ -10,7 +10,12 @@ This package is the only place in distmeta that imports MLflow (lazily, on first
 """
 
 from distmeta.tracking.base import RUN_STATUSES, NullTracker, Tracker, check_status
-from distmeta.tracking.mlflow_tracker import MlflowTracker, resolve_tracking_uri
+from distmeta.tracking.mlflow_tracker import (
+    MlflowTracker,
+    TrackerOptions,
+    resolve_tracking_uri,
+    tracker_options,
+)
 from distmeta.tracking.params import (
     MAX_ENTITIES_PER_BATCH,
     MAX_METRICS_PER_BATCH,
@@ -42,6 +47,7 @@ __all__ = [
     "RetryPolicy",
     "Spill",
     "Tracker",
+    "TrackerOptions",
     "TrackingError",
     "adaptation_curve",
     "batches",
@@ -52,6 +58,7 @@ __all__ = [
     "resolve_tracking_uri",
     "run_tags",
     "system_metrics_available",
+    "tracker_options",
     "training_curves",
     "validate_key",
 ]

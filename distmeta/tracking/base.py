@@ -18,6 +18,7 @@ class Tracker(Protocol):
     """
 
     run_id: str | None
+    tracking_uri: str | None
 
     def start(
         self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str],
@@ -43,6 +44,17 @@ class Tracker(Protocol):
         """Store JSON-serialisable ``data`` (e.g. an evaluation table) as ``artifact_file``."""
         ...
 
+    def log_model(self, config_path: str, params_path: str, example: Mapping[str, Any],
+                  register: str | None = None) -> str | None:
+        """Log the run's final parameters as a model that adapts and predicts (registered as
+        ``register`` when given); its URI, or ``None`` when nothing was logged."""
+        ...
+
+    def end_children(self, status_by_run_dir: Mapping[str, str]) -> int:
+        """End the runs nested under this one that are still open, with the status given for
+        their run directory; how many were ended."""
+        ...
+
     def flush(self) -> None:
         """Send every buffered metric now."""
         ...
@@ -63,6 +75,7 @@ class NullTracker:
     """A :class:`Tracker` that records nothing (``run_id`` stays ``None``)."""
 
     run_id: str | None = None
+    tracking_uri: str | None = None
 
     def start(
         self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str],
@@ -83,6 +96,15 @@ class NullTracker:
 
     def log_dict(self, data: Any, artifact_file: str) -> None:
         """Drop the data."""
+
+    def log_model(self, config_path: str, params_path: str, example: Mapping[str, Any],
+                  register: str | None = None) -> str | None:
+        """Log nothing; return ``None``."""
+        return None
+
+    def end_children(self, status_by_run_dir: Mapping[str, str]) -> int:
+        """No nested runs: 0."""
+        return 0
 
     def flush(self) -> None:
         """Nothing to send."""

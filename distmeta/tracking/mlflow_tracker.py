@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,40 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri or mlflow.get_tracking_uri()
 
 
+@dataclass(frozen=True)
+class TrackerOptions:
+    """How an :class:`MlflowTracker` records and sends.
+
+    Attributes:
+        system_metrics: record MLflow's ``system/*`` metrics (needs psutil).
+        system_metrics_interval_s: sampling interval of the system metrics.
+        max_buffer: buffered metric values that trigger a send from ``log_metrics``.
+        flush_interval_s: ``log_metrics`` also sends when the last send is this old.
+        retry: how hard each backend call tries (:class:`RetryPolicy`). A dead server costs
+            ``flush``/``end`` at most about ``max_wait_s + timeout_s`` each; ``log_metrics``
+            then skips it for ``cooldown_s`` and afterwards probes it with single attempts
+            until it answers.
+    """
+
+    system_metrics: bool = True
+    system_metrics_interval_s: float = 10.0
+    max_buffer: int = 1000
+    flush_interval_s: float = 5.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if self.max_buffer < 1:
+            raise ValueError(f"max_buffer must be >= 1, got {self.max_buffer}")
+
+
+def tracker_options(**flat: Any) -> TrackerOptions:
+    """:class:`TrackerOptions` from flat keywords: its own fields and :class:`RetryPolicy`'s
+    (``tracker_options(system_metrics=False, max_retries=2, timeout_s=1.0)``)."""
+    retry_keys = {f.name for f in fields(RetryPolicy)}
+    retry = RetryPolicy(**{k: v for k, v in flat.items() if k in retry_keys})
+    return TrackerOptions(retry=retry, **{k: v for k, v in flat.items() if k not in retry_keys})
+
+
 class MlflowTracker:
     """A :class:`~distmeta.tracking.base.Tracker` writing one MLflow run.
 
@@ -51,29 +86,16 @@ class MlflowTracker:
         spill_dir: where unsent metrics/params go (``unsent_metrics.jsonl``,
             ``unsent_params.json``) and where ``log_dict`` writes its files.
         artifact_location: artifact root for a newly created experiment (``None``: server's).
-        system_metrics: record MLflow's ``system/*`` metrics (needs psutil).
-        system_metrics_interval_s: sampling interval of the system metrics.
-        max_buffer: buffered metric values that trigger a send from ``log_metrics``.
-        flush_interval_s: ``log_metrics`` also sends when the last send is this old.
-        max_retries, timeout, max_wait_s, backoff_s, cooldown_s: see :class:`RetryPolicy`
-            (``timeout`` is ``timeout_s``). A dead server costs ``flush``/``end`` at most about
-            ``max_wait_s + timeout`` each; ``log_metrics`` then skips it for ``cooldown_s``
-            and afterwards probes it with single attempts until it answers.
+        options: buffering, system metrics and retries (:class:`TrackerOptions`).
     """
 
-    def __init__(
-        self, uri: str | None = None, experiment: str = "distmeta",
-        spill_dir: str | os.PathLike[str] = "mlflow_spill", *,
-        artifact_location: str | None = None, system_metrics: bool = True,
-        system_metrics_interval_s: float = 10.0, max_buffer: int = 1000,
-        flush_interval_s: float = 5.0, max_retries: int = 3, timeout: float = 5.0,
-        max_wait_s: float = 10.0, backoff_s: float = 0.5, cooldown_s: float = 30.0,
-    ) -> None:
-        if max_buffer < 1:
-            raise ValueError(f"max_buffer must be >= 1, got {max_buffer}")
+    def __init__(self, uri: str | None = None, experiment: str = "distmeta",
+                 spill_dir: str | os.PathLike[str] = "mlflow_spill", *,
+                 artifact_location: str | None = None, options: TrackerOptions | None = None) -> None:
         from mlflow import MlflowClient
 
-        self.policy = RetryPolicy(max_retries, backoff_s, max_wait_s, timeout, cooldown_s)
+        options = options or TrackerOptions()
+        self.policy = options.retry
         configure_http(self.policy)
         self.tracking_uri = resolve_tracking_uri(uri)
         self.spill = Spill(spill_dir)
@@ -81,10 +103,10 @@ class MlflowTracker:
         self._client = MlflowClient(tracking_uri=self.tracking_uri)
         self._retrier = Retrier(self.policy)
         self._runs = RunOpener(self._client, self._retrier, experiment, artifact_location)
-        self._system = (system_metrics, system_metrics_interval_s)
+        self._system = (options.system_metrics, options.system_metrics_interval_s)
         self._monitor: Any | None = None
-        self._max_buffer = max_buffer
-        self._flush_interval_s = flush_interval_s
+        self._max_buffer = options.max_buffer
+        self._flush_interval_s = options.flush_interval_s
         self._buffer: list[MetricRecord] = []
         self._last_send = time.monotonic()
         self._lock = threading.RLock()
@@ -247,6 +269,17 @@ class MlflowTracker:
         except Exception as exc:  # the server is down: the runs stay RUNNING, the sweep goes on
             logger.warning("could not end the nested runs of %s: %s", run_id, exc)
             return 0
+
+    # ----------------------------------------------------------------- models
+    def log_model(self, config_path: str, params_path: str, example: Mapping[str, Any],
+                  register: str | None = None) -> str | None:
+        """The run's final parameters as a pyfunc model (:mod:`distmeta.tracking.model`);
+        its model URI, or ``None`` when MLflow refused (a warning, never a lost run)."""
+        if self.run_id is None:
+            return None
+        from distmeta.tracking.model import log_model
+
+        return log_model(self.tracking_uri, self.run_id, config_path, params_path, dict(example), register)
 
     # ----------------------------------------------------------------- inputs
     def log_dataset(self, name: str, digest: str, source_type: str, source: str,

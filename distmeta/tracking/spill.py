@@ -16,10 +16,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from distmeta.rundir.layout import SPILLED_METRICS, SPILLED_PARAMS
+
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "unsent_metrics.jsonl"
-PARAMS_FILE = "unsent_params.json"
+METRICS_FILE = SPILLED_METRICS
+PARAMS_FILE = SPILLED_PARAMS
 NO_RUN = "<no-run>"
 
 

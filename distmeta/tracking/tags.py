@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from distmeta.uri import absolute
+
 logger = logging.getLogger(__name__)
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -51,17 +53,11 @@ def git_commit(repo_dir: str | os.PathLike[str] | None = None) -> str | None:
     return commit or os.environ.get(COMMIT_ENV, "").strip() or None
 
 
-def ray_job() -> dict[str, str]:
-    """The Ray job this driver belongs to: its id and, under ``ray job submit``, the
-    submission id (from the job config Ray hands the entrypoint)."""
-    out: dict[str, str] = {}
-    try:
-        import ray
-
-        if ray.is_initialized():
-            out["ray.job_id"] = ray.get_runtime_context().get_job_id()
-    except Exception as exc:  # not inside Ray
-        logger.debug("no Ray job id: %s", exc)
+def ray_job(job_id: str | None = None) -> dict[str, str]:
+    """The Ray job this driver belongs to: its id (``job_id``, which the runtime reads off
+    Ray) and, under ``ray job submit``, the submission id (from the job config Ray hands the
+    entrypoint in its environment)."""
+    out: dict[str, str] = {"ray.job_id": job_id} if job_id else {}
     raw = os.environ.get(RAY_JOB_CONFIG_ENV)
     if raw:
         try:
@@ -109,8 +105,8 @@ def run_tags(
     Keys: ``distmeta.version``, ``ray.version``, ``mlflow.source.git.commit`` (MLflow shows it
     in the UI) and ``distmeta.git_commit``, ``distmeta.git_dirty`` (uncommitted changes to
     tracked files), ``distmeta.nodes``, ``distmeta.workers``, ``distmeta.run_dir`` (a URI as
-    given), the context tags of :func:`source_tags`, the Ray job of :func:`ray_job` and
-    ``mlflow.parentRunId`` for a nested run;
+    given), the context tags of :func:`source_tags`, the Ray job's submission id (the runtime
+    adds ``ray.job_id`` through ``extra``) and ``mlflow.parentRunId`` for a nested run;
     entries that are unknown are left out. ``extra`` is added last.
     """
     tags: dict[str, str] = {}
@@ -129,7 +125,7 @@ def run_tags(
         tags["distmeta.workers"] = str(workers)
     if run_dir is not None:
         location = str(run_dir)
-        tags["distmeta.run_dir"] = location if "://" in location else str(Path(location).resolve())
+        tags["distmeta.run_dir"] = absolute(location)
     tags |= source_tags() | ray_job()
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id  # nested under it in the MLflow UI

@@ -7,7 +7,7 @@ import torch
 from ray.cluster_utils import Cluster
 
 from distmeta.config import load_config
-from distmeta.runtime.train import Callbacks, train
+from distmeta.runtime.run import Callbacks, train
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

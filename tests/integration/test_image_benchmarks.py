@@ -15,7 +15,7 @@ from imagesets import image_folder_tree, write_cifar100
 from distmeta.config import load_config
 from distmeta.data import pack_image_folder, pack_omniglot
 from distmeta.runtime.cluster import connect
-from distmeta.runtime.train import train
+from distmeta.runtime.run import train
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 OMNIGLOT = Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"

@@ -9,7 +9,7 @@ import ray
 
 from distmeta.config import load_config
 from distmeta.runtime.cluster import connect
-from distmeta.runtime.train import train
+from distmeta.runtime.run import train
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 SINE = ["task.family=sinusoid", "task.shots=10", "task.query=10", "model.name=mlp", "model.hidden=[40,40]",

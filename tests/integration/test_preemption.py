@@ -14,8 +14,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from distmeta.runtime.checkpoint import checkpoint_steps, load_checkpoint
-from distmeta.runtime.storage import RunDir
+from distmeta.rundir.checkpoint import checkpoint_steps, load_checkpoint
+from distmeta.rundir.storage import RunDir
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

@@ -13,7 +13,7 @@ import torch
 
 from distmeta.config import load_config
 from distmeta.runtime.cluster import connect
-from distmeta.runtime.train import Callbacks, train
+from distmeta.runtime.run import Callbacks, train
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 

@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from distmeta.config import load_config
-from distmeta.runtime.sweep import parse_grid, run_sweep
+from distmeta.runtime.sweep import SweepOptions, parse_grid, run_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
 
@@ -18,7 +18,7 @@ def test_a_sweep_of_four_trials_stops_laggards_and_nests_its_runs(tmp_path):
     base = load_config("configs/sinusoid_maml.yaml", ["outer.steps=60", "runtime.workers=1", "tracking.log_model=false",
                                                       "tracking.system_metrics=false", f"tracking.uri={uri}"])
     grid = ["outer.lr=0.003,0.00001", "algorithm.inner_lr=0.01,0.02"]
-    result = run_sweep(base, grid, str(tmp_path / "sweep"), eval_every=20, eval_episodes=50)
+    result = run_sweep(base, grid, str(tmp_path / "sweep"), SweepOptions(eval_every=20, eval_episodes=50))
     status = {r["outer.lr"]: set() for r in result.rows}
     for r in result.rows:
         status[r["outer.lr"]].add(r["status"])
@@ -39,7 +39,7 @@ def test_a_sweep_of_four_trials_stops_laggards_and_nests_its_runs(tmp_path):
     for r in result.rows:
         assert by_dir[r["trial"]] == ("FINISHED" if r["status"] == "FINISHED" else "KILLED"), (r, by_dir)
 
-    again = run_sweep(base, grid, str(tmp_path / "sweep"), eval_every=20, eval_episodes=50)
+    again = run_sweep(base, grid, str(tmp_path / "sweep"), SweepOptions(eval_every=20, eval_episodes=50))
     assert again.parent_run_id == result.parent_run_id
     assert sorted((r["trial"], r["status"]) for r in again.rows) == sorted((r["trial"], r["status"]) for r in result.rows)
 

@@ -10,9 +10,8 @@ from mlflow import MlflowClient
 from mlflow_server import MlflowServer
 
 from distmeta.config import load_config
-from distmeta.evaluation import evaluate_run
 from distmeta.runtime.cluster import connect
-from distmeta.runtime.train import Callbacks, train
+from distmeta.runtime.run import Callbacks, evaluate_target, train
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -79,7 +78,7 @@ def test_eval_command_reports_adaptation_with_confidence_intervals_in_a_child_ru
     result, uri = local_run
     client = MlflowClient(tracking_uri=uri)
     before = client.get_run(result.run_id)
-    report = evaluate_run(result.run_dir, steps=5, episodes=100)
+    report = evaluate_target(result.run_dir, steps=5, episodes=100)
     assert report.episodes == 100 and report.steps == [0, 1, 2, 3, 4, 5]
     assert report.post < report.pre
     assert all(ci > 0 for ci in report.loss_ci95)
@@ -160,14 +159,14 @@ def test_the_logged_model_adapts_and_predicts_with_the_eval_commands_score(local
     import mlflow
     import numpy as np
 
-    from distmeta.runtime.sources import evaluation_batches
+    from distmeta.tasks.sources import evaluation_batches
 
     result, uri = local_run
     assert result.model_uri
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     model = mlflow.pyfunc.load_model(result.model_uri)
     assert {s.name for s in model.metadata.get_input_schema().inputs} == {"support_x", "support_y", "query_x"}
-    report = evaluate_run(result.run_dir, steps=3, episodes=50, log_to_tracker=False)
+    report = evaluate_target(result.run_dir, steps=3, episodes=50, track=False)
     errors = []
     for batch in evaluation_batches(result.config, None, 50):
         pred = model.predict({"support_x": batch.support_x.numpy(), "support_y": batch.support_y.numpy(),

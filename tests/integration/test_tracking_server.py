@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
 
-from distmeta.tracking import MlflowTracker, Spill
+from distmeta.tracking import MlflowTracker, Spill, tracker_options
 
 logger = logging.getLogger(__name__)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -40,9 +40,9 @@ def _restore_http_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def make_tracker(uri: str, spill_dir: Path, **kwargs: object) -> MlflowTracker:
     options: dict = {"system_metrics": False, "flush_interval_s": 3600.0, "max_retries": 2,
-                     "backoff_s": 0.1, "max_wait_s": 2.0, "timeout": 2.0, "cooldown_s": 0.5,
+                     "backoff_s": 0.1, "max_wait_s": 2.0, "timeout_s": 2.0, "cooldown_s": 0.5,
                      **kwargs}
-    return MlflowTracker(uri, "integration", spill_dir, **options)
+    return MlflowTracker(uri, "integration", spill_dir, options=tracker_options(**options))
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:

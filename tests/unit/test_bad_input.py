@@ -1,12 +1,28 @@
-"""Bad input raises errors whose messages name the problem."""
+"""Bad input raises errors whose messages name the problem. Rules and models are built the
+way every run builds them: from a config (``distmeta.config``, through ``distmeta.plugins``)."""
+
+import json
 
 import pytest
 import torch
 
-from distmeta.algorithms import MAML, build_algorithm
-from distmeta.models import build_model, mlp
+from distmeta.algorithms import MAML
+from distmeta.config import load_config
+from distmeta.models import mlp
 from distmeta.tasks import Sinusoid
 from distmeta.types import EpisodeBatch
+
+
+def overrides(section: str, key: str, name: str, **kwargs) -> list[str]:
+    return [f"{section}.{key}={name}", *(f"{section}.{k}={json.dumps(v)}" for k, v in kwargs.items())]
+
+
+def build_algorithm(name: str, **hyper):
+    return load_config(None, overrides("algorithm", "name", name, **hyper)).algorithm.build()
+
+
+def build_model(name: str, **kwargs):
+    return load_config(None, overrides("model", "name", name, **kwargs)).model.build()
 
 
 def test_unknown_rule_lists_the_valid_ones():

@@ -12,9 +12,8 @@ from imagesets import image_folder_tree
 
 from distmeta.config import ConfigError, load_config
 from distmeta.data import ClassShards, ShardError, ShardLayout, pack_image_folder
-from distmeta.runtime.sources import evaluation_batches, task_source
-from distmeta.runtime.train import check_data
 from distmeta.tasks import Augment, ImageClasses, episode_rng
+from distmeta.tasks.sources import check_data, evaluation_batches, task_source
 
 
 @pytest.fixture(scope="module")

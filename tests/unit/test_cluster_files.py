@@ -11,146 +11,26 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
+from commands import check_distmeta_command, commands, yaml_docs
 
-from distmeta.cli import _split_config_and_overrides, parse_args
+from distmeta.cli import parse_args, split_config_and_overrides
 from distmeta.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
-PLACEHOLDER = "PLACEHOLDER"  # the value of a shell variable the file does not define
 EXPECTED = ["README.md", "ray-up.yaml", "kuberay-rayjob.yaml", "slurm.sbatch", "mlflow-server.sh", "Dockerfile"]
 SCRIPTS = sorted(p for p in CLUSTER.glob("*") if p.suffix in (".sh", ".sbatch"))
 YAMLS = sorted(CLUSTER.glob("*.yaml"))
-OPERATORS = set("();<>|&")
-PREFIXES = {"--", "exec", "then", "else", "do", "time", "nohup"}  # words after which a command starts
-
-
-def is_operator(tok: str | None) -> bool:
-    return bool(tok) and set(tok) <= OPERATORS
 
 
 def pins() -> dict[str, str]:
     """Exact pins of pyproject.toml's dependencies, e.g. {"ray": "2.60.0", "torch": ...}."""
     text = (ROOT / "pyproject.toml").read_text()
     return {m[1].lower(): m[2] for m in re.finditer(r'"([\w-]+)(?:\[[\w,]+\])?==([\w.]+)"', text)}
-
-
-def yaml_docs(path: Path) -> list:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-def strings(node) -> list[str]:
-    if isinstance(node, str):
-        return [node]
-    items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
-    return [s for item in items for s in strings(item)]
-
-
-# --- shell text: where the commands are, variables, tokens ---------------------------------
-
-def comment_code(text: str) -> str:
-    """Example commands in comments: lines like `#   ray up ...` (two or more spaces after #)."""
-    return "\n".join(m[1] for m in re.finditer(r"(?m)^\s*#(?: {2,}|\t)(.*)$", text))
-
-
-def markdown_code(text: str) -> list[str]:
-    fenced = re.findall(r"(?ms)^```[^\n]*\n(.*?)^```", text)
-    prose = re.sub(r"(?ms)^```.*?^```", "", text)
-    return fenced + [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", prose)]
-
-
-def snippets(path: Path) -> list[str]:
-    text = path.read_text()
-    if path.suffix == ".md":
-        return markdown_code(text)
-    if path.suffix == ".yaml":
-        return [s for doc in yaml_docs(path) for s in strings(doc)] + [comment_code(text)]
-    return [text, comment_code(text)]
-
-
-def expand(text: str, env: dict[str, str]) -> str:
-    """Shell parameter expansion, approximately: the file's own values, else ${VAR:-default}, else PLACEHOLDER."""
-    def default(m: re.Match) -> str:
-        name, op, word = m[1], m[2], m[3]
-        if op.endswith("+"):
-            return word if name in env else ""
-        return env.get(name, PLACEHOLDER if op.endswith("?") else word)
-
-    rules = [(r"\$\(\([^()]*\)\)|\$\([^()]*\)", lambda m: PLACEHOLDER),
-             (r"\$\{([A-Za-z_]\w*)(:?[-=?+])([^{}$]*)\}", default),
-             (r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)", lambda m: env.get(m[1] or m[2], PLACEHOLDER)),
-             (r"\$\{(?:[#!]|\w+\[)[^{}$]*\}|\$[#?!$0-9-]", lambda m: PLACEHOLDER),
-             (r"\$[@*]", lambda m: "")]
-    previous = None
-    while previous != text:
-        previous = text
-        for pattern, repl in rules:
-            text = re.sub(pattern, repl, text)
-    return text
-
-
-def strip_comment(line: str) -> str:
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
-            return line[:i]
-    return line
-
-
-def tokens(line: str) -> list[str]:
-    lexer = shlex.shlex(strip_comment(line), posix=True, punctuation_chars=True)
-    lexer.whitespace_split, lexer.commenters = True, ""
-    return list(lexer)
-
-
-def logical_lines(text: str) -> list[str]:
-    return text.replace("\\\n", " ").splitlines()
-
-
-def assignments(text: str) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in logical_lines(text):
-        m = re.match(r"\s*(?:export\s+|local\s+)?([A-Za-z_]\w*)=(.*)$", line)
-        if m and not m[2].startswith("("):
-            try:  # `A=b command` assigns the first word only
-                env[m[1]] = next(iter(tokens(expand(m[2], env))), "")
-            except ValueError:
-                env[m[1]] = PLACEHOLDER
-    return env
-
-
-def commands(path: Path, program: str) -> list[list[str]]:
-    """The arguments of every command `program ...` (or `.../program ...`) in the file."""
-    found = []
-    for chunk in snippets(path):
-        env = assignments(chunk)
-        for line in logical_lines(chunk):
-            if program not in line:
-                continue
-            try:
-                toks = tokens(expand(line, env))
-            except ValueError as exc:  # unbalanced quotes: fatal only where the program runs
-                assert not re.search(rf"(^|[\s;&|(]){program}\s", line), f"{path.name}: {exc}: {line!r}"
-                continue
-            wrapped = False  # inside `srun ... program ...`: program starts a command too
-            for i, tok in enumerate(toks):
-                before = toks[i - 1] if i else None
-                wrapped = (wrapped or tok == "srun") and not is_operator(tok)
-                starts = before is None or is_operator(before) or before in PREFIXES or wrapped
-                if starts and (tok == program or tok.endswith("/" + program)) and i + 1 < len(toks):
-                    end = next((j for j in range(i + 1, len(toks)) if is_operator(toks[j])), len(toks))
-                    found.append([t for t in toks[i + 1:end] if t not in ("", "...")])
-    return found
 
 
 INVOCATIONS = [(p.name, argv) for p in sorted(CLUSTER.glob("*")) if p.is_file() for argv in commands(p, "distmeta")]
@@ -205,7 +85,7 @@ def test_rayjob_runs_distmeta_on_a_gpu_group():
         gpus += group["replicas"] * int(limits.get("nvidia.com/gpu", 0))
     assert gpus >= 1, "no worker group with an nvidia.com/gpu limit"
     (argv,) = [a for name, a in INVOCATIONS if name == "kuberay-rayjob.yaml"]
-    path, overrides = _split_config_and_overrides(parse_args(argv).items)
+    path, overrides = split_config_and_overrides(parse_args(argv).items)
     rt = load_config(ROOT / path, overrides).runtime
     assert rt.gpus_per_worker >= 1 and rt.workers * rt.gpus_per_worker <= gpus, \
         f"runtime.workers={rt.workers} x gpus_per_worker={rt.gpus_per_worker} does not fit {gpus} GPUs"
@@ -230,18 +110,7 @@ def test_commands_are_found_where_expected():
 
 @pytest.mark.parametrize(("name", "argv"), INVOCATIONS, ids=[f"{n}:{' '.join(a[:2])}" for n, a in INVOCATIONS])
 def test_distmeta_command_parses_and_its_config_loads(name, argv):
-    try:
-        args = parse_args(argv)
-    except SystemExit:
-        pytest.fail(f"{name}: `distmeta {shlex.join(argv)}` does not parse with distmeta.cli")
-    if args.command != "train":
-        return
-    path, overrides = _split_config_and_overrides(args.items)
-    if path is None:  # --resume RUN_DIR, or an elided example (`distmeta train ... --address`)
-        return
-    assert re.fullmatch(r"configs/[\w.-]+\.yaml", path), f"{name}: {path!r} is not a file in configs/"
-    assert (ROOT / path).is_file(), f"{name}: {path} does not exist"
-    load_config(ROOT / path, overrides)
+    check_distmeta_command(name, argv, ROOT)
 
 
 def test_every_named_config_exists():

@@ -86,9 +86,9 @@ def test_bf16_meta_gradient_is_near_float32(name, steps, max_error, min_cosine):
 
 def test_model_init_takes_the_body_and_names_what_does_not_fit(tmp_path):
     from distmeta.config import ConfigError, load_config
-    from distmeta.runtime.checkpoint import save_checkpoint
-    from distmeta.runtime.server import initial_params
-    from distmeta.runtime.storage import RunDir
+    from distmeta.rundir.checkpoint import save_checkpoint
+    from distmeta.rundir.model_init import initial_params
+    from distmeta.rundir.storage import RunDir
 
     base = ["model.name=conv4", "model.in_channels=3", "model.image_size=16", "model.hidden=4"]
     pretrained = initial_params(load_config(None, [*base, "model.n_way=64", "seed=7"]))

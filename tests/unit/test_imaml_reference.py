@@ -5,8 +5,8 @@ from functools import partial
 import pytest
 import torch
 
+from benchmarks.memory import peak_allocated_bytes
 from distmeta.algorithms import IMAML, MAML
-from distmeta.bench.memory import peak_allocated_bytes
 from distmeta.models import linear, linear_rep, mlp
 from distmeta.tasks import LinearRepresentation, Sinusoid
 from distmeta.types import EpisodeBatch

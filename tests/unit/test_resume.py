@@ -4,8 +4,8 @@ import pytest
 
 from distmeta.config import load_config, parse_yaml
 from distmeta.errors import ConfigError
-from distmeta.runtime.resume import open_run
-from distmeta.runtime.storage import RunDir
+from distmeta.rundir.resume import open_run
+from distmeta.rundir.storage import RunDir
 
 
 def cfg(*overrides):

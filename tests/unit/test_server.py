@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from distmeta.config import load_config
-from distmeta.runtime.checkpoint import CheckpointWriter, checkpoint_steps, load_checkpoint
+from distmeta.rundir.checkpoint import CheckpointWriter, checkpoint_steps, load_checkpoint
+from distmeta.rundir.storage import RunDir
 from distmeta.runtime.server import ParameterServer, StaleStepError, lr_at
-from distmeta.runtime.storage import RunDir
 
 
 def make_server(tmp_path, *overrides):

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from distmeta.config import load_config
-from distmeta.runtime.checkpoint import checkpoint_steps, load_checkpoint
+from distmeta.rundir.checkpoint import checkpoint_steps, load_checkpoint
+from distmeta.rundir.storage import RunDir
 from distmeta.runtime.server import ParameterServer
-from distmeta.runtime.storage import RunDir
 from distmeta.runtime.tree import deal
 from distmeta.runtime.worker import MetaWorker
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from distmeta.config import load_config
-from distmeta.runtime.checkpoint import checkpoint_steps, load_checkpoint, save_checkpoint
-from distmeta.runtime.storage import RunDir
-from distmeta.runtime.train import representation_diagnostics
+from distmeta.evaluation import diagnostics as representation_diagnostics
+from distmeta.rundir.checkpoint import checkpoint_steps, load_checkpoint, save_checkpoint
+from distmeta.rundir.storage import RunDir
 from distmeta.tasks import LinearRepresentation
 
 

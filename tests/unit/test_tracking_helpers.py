@@ -219,8 +219,8 @@ def test_a_submitted_job_is_a_job_source_with_its_submission_id(monkeypatch):
 def test_a_packed_dataset_is_described_by_its_manifest(tmp_path):
     from distmeta.config import load_config
     from distmeta.data import ShardLayout, pack_procedural
-    from distmeta.runtime.sources import dataset_input
     from distmeta.tasks import Sinusoid
+    from distmeta.tasks.sources import dataset_input
 
     data = tmp_path / "sine"
     pack_procedural(Sinusoid(shots=10, query=10), str(data), {"train": 40, "test": 20}, layout=ShardLayout(maxcount=10))

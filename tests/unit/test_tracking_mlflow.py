@@ -18,6 +18,7 @@ from distmeta.tracking import (
     Tracker,
     flatten_params,
     resolve_tracking_uri,
+    tracker_options,
 )
 from distmeta.tracking.spill import MetricRecord
 
@@ -52,9 +53,9 @@ def store(tmp_path: Path, template_db: Path) -> str:
 
 def make_tracker(store: str, tmp_path: Path, **kwargs: object) -> MlflowTracker:
     options: dict = {"system_metrics": False, "flush_interval_s": 3600.0, "backoff_s": 0.05,
-                     "max_wait_s": 1.0, "timeout": 1.0, **kwargs}
+                     "max_wait_s": 1.0, "timeout_s": 1.0, **kwargs}
     return MlflowTracker(store, "unit", tmp_path / "spill",
-                         artifact_location=str(tmp_path / "artifacts"), **options)
+                         artifact_location=str(tmp_path / "artifacts"), options=tracker_options(**options))
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -204,7 +205,7 @@ def test_hung_server_costs_at_most_the_timeout(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         tracker = make_tracker(f"http://127.0.0.1:{sock.getsockname()[1]}", tmp_path,
-                               timeout=1.0, max_wait_s=1.0)
+                               timeout_s=1.0, max_wait_s=1.0)
         begin = time.monotonic()
         assert tracker.start("hung", {"a": 1}, {}) is None
         tracker.log_metrics(0, {"loss": 1.0})

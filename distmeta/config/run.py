@@ -1,0 +1,61 @@
+"""The whole run config: its sections, and the checks that span several of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import Field, model_validator
+
+from distmeta.config.named import IMAGE_FAMILIES, AlgorithmConfig, ModelConfig, Section, TaskConfig
+from distmeta.config.sections import (
+    CheckpointConfig,
+    DataConfig,
+    EvalConfig,
+    OuterConfig,
+    RuntimeConfig,
+    TrackingConfig,
+)
+
+
+class RunConfig(Section):
+    """A run: what it trains (``task``, ``model``, ``algorithm``, ``outer``), how (``runtime``,
+    ``data``) and what it records (``tracking``, ``checkpoint``, ``eval``)."""
+
+    name: str = Field("run", description="the run's name: the default run directory is runs/NAME-TIME")
+    seed: int = Field(0, ge=0, description="seed of the model's initialisation and of every task drawn")
+    run_dir: str | None = Field(None, description="the run directory: a local path or a pyarrow.fs URI "
+                                "(s3://, gs://, hdfs://); --run-dir sets it")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    outer: OuterConfig = Field(default_factory=OuterConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _check_together(self) -> RunConfig:
+        way = self.task.way if self.task.kwargs.get("labels", "episode") == "episode" else None
+        if self.task.family == "images" and not self.data.path:
+            raise ValueError("task.family=images reads class shards: set data.path to a packed data "
+                             "set (distmeta data pack ...)")
+        if self.task.family not in IMAGE_FAMILIES and (self.eval.way or self.eval.shot):
+            raise ValueError(f"eval.way / eval.shot: only image tasks have them, not task.family={self.task.family}")
+        if self.model.name in ("conv4", "resnet12") and way is not None:
+            n_way = self.model.model_extra.setdefault("n_way", way)  # type: ignore[union-attr]
+            if n_way != way:
+                raise ValueError(f"model.n_way={n_way} does not match task.way={way}")
+        try:
+            self.model.build()
+        except TypeError as exc:
+            raise ValueError(f"model: {exc}") from None
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)

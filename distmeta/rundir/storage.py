@@ -1,0 +1,74 @@
+"""A run directory on any filesystem ``pyarrow.fs`` knows: a local path, s3://, gs://, hdfs://.
+
+Writes are atomic: the bytes go to a temporary name first and are renamed into place, so a
+reader never sees half a file (on object stores the upload itself is all-or-nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from pyarrow import fs as pafs
+
+from distmeta.errors import ConfigError, NotFound
+from distmeta.uri import absolute, filesystem, is_uri
+
+__all__ = ["RunDir", "is_uri"]
+
+
+class RunDir:
+    """Files of one run under ``location`` (local path or filesystem URI)."""
+
+    def __init__(self, location: str) -> None:
+        if not location:
+            raise ConfigError("run_dir: empty location")
+        self.location = absolute(location).rstrip("/") or "/"
+        try:
+            self.fs, self.root = filesystem(self.location)
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for unknown schemes
+            raise ConfigError(f"run_dir={location!r}: not a usable filesystem location ({exc})") from None
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}" if name else self.root
+
+    def uri(self, name: str = "") -> str:
+        return f"{self.location}/{name}" if name else self.location
+
+    def makedirs(self, name: str = "") -> None:
+        self.fs.create_dir(self.path(name), recursive=True)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write atomically: temporary file, then rename."""
+        parent = os.path.dirname(name)
+        self.makedirs(parent)
+        tmp = self.path(f"{parent}/.tmp-{uuid.uuid4().hex}" if parent else f".tmp-{uuid.uuid4().hex}")
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self.fs.move(tmp, self.path(name))
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write_bytes(name, text.encode())
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.path(name)) as stream:
+                return stream.readall()
+        except FileNotFoundError:
+            raise NotFound(f"{self.uri(name)} does not exist") from None
+
+    def read_text(self, name: str) -> str:
+        return self.read_bytes(name).decode()
+
+    def exists(self, name: str) -> bool:
+        return self.fs.get_file_info(self.path(name)).type != pafs.FileType.NotFound
+
+    def list(self, folder: str) -> list[str]:
+        """Names (relative to ``folder``) of the files in ``folder``; empty when it does not exist."""
+        if not self.exists(folder):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path(folder), recursive=False))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+
+    def delete(self, name: str) -> None:
+        self.fs.delete_file(self.path(name))
