@@ -22,12 +22,14 @@ one step's activations plus K copies of the adapted parameters; time adds one fo
 backward per step (and, with the multi-step loss, one query forward and backward per step).
 The random state before each step and each query is kept and restored for its rebuild (as
 ``torch.utils.checkpoint`` does), so DropBlock draws the same blocks twice. The update's
-state is taken as a constant of each step (an update whose state holds tensors of the
-iterates is not differentiated through it).
+state is replayed as a constant of each step, so an update whose state carries more than the
+step index (a momentum, say, which depends on the path) is refused rather than given a wrong
+gradient.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +64,16 @@ class _Rng:
         for d, state in zip(self.devices, cuda, strict=True):
             torch.cuda.set_rng_state(state, d)
         return fork
+
+
+def check_replayable(state: InnerState) -> None:
+    """The reverse sweep rebuilds each step from its iterate and its stored state; a state
+    that carries more than the step index depends on the path, and is refused."""
+    carried = [f.name for f in dataclasses.fields(state) if f.name != "k" and getattr(state, f.name) is not None]
+    if carried:
+        raise ValueError(f"algorithm.checkpoint_inner: the inner update's state carries {carried} across steps; "
+                         "checkpointing replays each step from its iterate alone, so it needs an update whose "
+                         "state is only the step index (set algorithm.checkpoint_inner=false)")
 
 
 @dataclass
@@ -111,6 +123,7 @@ class Checkpointed:
         loss_fn, path, states = loop.loss(c), [], []
         fast, first = _leaves(c.start), None
         rng, state = _Rng(next(iter(c.theta.values()))), loop.update.init(c)
+        check_replayable(state)
         for k in range(loop.steps):
             rng.save(("step", k))
             loss = loss_fn(fast)

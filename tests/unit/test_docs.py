@@ -5,6 +5,7 @@ resolve."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -53,3 +54,15 @@ def test_readme_is_short_and_its_links_resolve():
             if "://" in target:
                 continue
             assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to {target}, which does not exist"
+
+
+IMPORT = re.compile(r"^\s*from (distmeta(?:\.\w+)*) import ([\w, ]+)$", re.M)
+SOURCES = [*PAGES, *sorted(p for p in (ROOT / "cluster").iterdir() if p.is_file())]
+
+
+def test_every_distmeta_import_written_in_docs_and_recipes_exists():
+    found = [(p.relative_to(ROOT).as_posix(), m[1], name.strip())
+             for p in SOURCES if p != HISTORY for m in IMPORT.finditer(p.read_text()) for name in m[2].split(",")]
+    assert any(where.startswith("cluster/") for where, _, _ in found)
+    for where, module, name in found:
+        assert hasattr(importlib.import_module(module), name), f"{where}: `from {module} import {name}` fails"

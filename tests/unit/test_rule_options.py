@@ -307,3 +307,44 @@ def test_the_config_takes_the_options_for_every_rule_through_the_loop_and_refuse
         load_config(None, ["algorithm.name=fomaml", "algorithm.checkpoint_inner=true"])
     with pytest.raises(ConfigError, match=r"algorithm\.lslr=True: Meta-SGD \(algorithm\.name=metasgd\) learns its own rates"):
         load_config(None, ["algorithm.name=metasgd", "algorithm.lslr=true"])
+
+
+def test_checkpointing_refuses_an_update_whose_state_depends_on_the_path():
+    """A momentum carries the previous steps' gradients: replaying a step from its iterate
+    alone would give a wrong gradient, so checkpointing says so instead."""
+    from dataclasses import dataclass as frozen_dataclass
+
+    from distmeta.algorithms.inner import InnerState
+    from distmeta.algorithms.unrolled import UnrolledRule
+
+    @frozen_dataclass(frozen=True)
+    class MomentumState(InnerState):
+        velocity: dict | None = None
+
+    @frozen_dataclass(frozen=True)
+    class Momentum:
+        lr: float
+
+        def init_params(self, model, params, adapted):
+            return {}
+
+        def init(self, c):
+            return MomentumState(velocity={n: torch.zeros_like(v) for n, v in c.start.items()})
+
+        def update(self, c, fast, grads, state):
+            velocity = {n: 0.9 * state.velocity[n] + grads[n] for n in fast}
+            return {n: fast[n] - self.lr * velocity[n] for n in fast}, MomentumState(state.k + 1, velocity)
+
+    @frozen_dataclass(frozen=True)
+    class MomentumMAML(UnrolledRule):
+        def base_update(self):
+            return Momentum(self.inner_lr)
+
+    torch.manual_seed(0)
+    model = mlp(hidden=(4,)).double()
+    batch = Sinusoid(shots=3, query=3).sample(2, 0, 0, 0).to(dtype=torch.float64)
+    plain = MomentumMAML(inner_lr=0.05, inner_steps=2)
+    assert plain.meta_gradient(model, plain.init_params(model), batch).n_tasks == 2
+    with pytest.raises(ValueError, match="checkpoint_inner.*state carries \\['velocity'\\]"):
+        MomentumMAML(inner_lr=0.05, inner_steps=2, checkpoint_inner=True).meta_gradient(
+            model, plain.init_params(model), batch)
