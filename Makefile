@@ -12,15 +12,22 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 ANCHORS := .anchors
 ANCHOR_PINS := higher==0.2.1 torchopt==0.7.3 optree==0.20.0 graphviz==0.21
 
-.PHONY: setup anchors test train bench lint clean
+.PHONY: setup constraints anchors test train bench lint clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# pyproject.toml declares compatible ranges; constraints.txt pins what this repository is
+# tested with, so every setup installs the same versions.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,tune]'
 	touch $(STAMP)
+
+# Pin the versions installed now (after changing a range in pyproject.toml).
+constraints: $(STAMP)
+	{ head -2 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^distmeta'; } > constraints.new
+	mv constraints.new constraints.txt
 
 # The libraries the benchmarks compare against, in a folder of their own (never in .venv):
 # benchmarks/anchors.py puts it on sys.path only while it imports them.

@@ -7,7 +7,7 @@ Data flows one way: ``data`` -> ``tasks`` (:class:`EpisodeBatch`) -> ``algorithm
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,9 @@ from torch import Tensor, nn
 Params = dict[str, Tensor]
 """torch.func style parameters: name -> tensor."""
 
-LossKind = Literal["mse", "cross_entropy"]
+LossKind = str
+"""A task loss: ``mse``, ``cross_entropy``, or an import path ``package.module:function``
+(:mod:`distmeta.losses`)."""
 LOSS_KINDS: tuple[str, ...] = ("mse", "cross_entropy")
 
 
@@ -25,8 +27,8 @@ class EpisodeBatch:
 
     ``support_x``: ``[T, S, ...]``; ``support_y``: ``[T, S]`` class labels (int64) or
     ``[T, S, out]`` regression targets; likewise ``query_x`` / ``query_y`` with ``Q`` points.
-    ``loss`` is the task family's loss (``mse`` or ``cross_entropy``); when omitted it is
-    taken from the targets' dtype (integer labels -> cross-entropy).
+    ``loss`` is the task family's loss (``mse``, ``cross_entropy`` or an import path); when
+    omitted it is taken from the targets' dtype (integer labels -> cross-entropy).
     """
 
     support_x: Tensor
@@ -39,8 +41,9 @@ class EpisodeBatch:
         if self.loss is None:
             kind = "mse" if self.support_y.is_floating_point() else "cross_entropy"
             object.__setattr__(self, "loss", kind)
-        if self.loss not in LOSS_KINDS:
-            raise ValueError(f"EpisodeBatch.loss={self.loss!r}: expected one of {LOSS_KINDS}")
+        if self.loss not in LOSS_KINDS and ":" not in str(self.loss):
+            raise ValueError(f"EpisodeBatch.loss={self.loss!r}: expected one of {LOSS_KINDS} or an import path "
+                             "package.module:function")
         self._check_shapes()
         self._check_finite()
 
@@ -107,9 +110,6 @@ class MetaGradient:
     grads: Params
     n_tasks: int
     metrics: dict[str, float] = field(default_factory=dict)
-
-    def is_finite(self) -> bool:
-        return all(bool(torch.isfinite(g).all()) for g in self.grads.values())
 
 
 class MetaAlgorithm(Protocol):

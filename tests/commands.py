@@ -133,20 +133,24 @@ def commands(path: Path, program: str) -> list[list[str]]:
     return found
 
 
-def check_distmeta_command(name: str, argv: list[str], root: Path, commands_with_config=("train",)) -> None:
+def check_distmeta_command(name: str, argv: list[str], root: Path, commands_with_config=("train",),
+                           own_configs: tuple[str, ...] = ()) -> None:
     """``distmeta ARGV`` (found in file ``name``) parses with the real CLI, and for the given
-    commands the config file it names exists in ``configs/`` and loads with its overrides."""
+    commands the config file it names exists in ``configs/`` and loads with its overrides
+    (``own_configs``: files the page itself writes, which a test of that page runs)."""
     from distmeta.cli import parse_args, split_config_and_overrides
     from distmeta.config import load_config
 
     try:
         args = parse_args(argv)
-    except SystemExit:
+    except SystemExit as exc:
+        if exc.code == 0 and argv[:1] in (["--version"], ["--help"]):
+            return
         pytest.fail(f"{name}: `distmeta {shlex.join(argv)}` does not parse with distmeta.cli")
     if args.command not in commands_with_config:
         return
     path, overrides = split_config_and_overrides(args.items)
-    if path is None:  # --resume RUN_DIR, or an elided example (`distmeta train ... --address`)
+    if path is None or path in own_configs:  # --resume RUN_DIR, an elided example, the page's own file
         return
     assert re.fullmatch(r"configs/[\w.-]+\.yaml", path), f"{name}: {path!r} is not a file in configs/"
     assert (root / path).is_file(), f"{name}: {path} does not exist"

@@ -19,10 +19,10 @@ from distmeta.algorithms.metasgd import MetaSGD
 from distmeta.algorithms.outer import OuterGradient
 from distmeta.algorithms.protonet import ProtoNet
 from distmeta.algorithms.r2d2 import R2D2, ridge_head
-from distmeta.algorithms.registry import ALGORITHMS, build_algorithm
+from distmeta.algorithms.registry import ALGORITHMS
 from distmeta.algorithms.reptile import Reptile
 from distmeta.types import EpisodeBatch, MetaAlgorithm, MetaGradient, Params
 
 __all__ = ["ALGORITHMS", "ERM", "FOMAML", "IMAML", "KFO", "MAML", "R2D2", "AdaptingRule", "EpisodeBatch",
            "Evaluation", "InnerState", "InnerUpdate", "Leap", "MetaAlgorithm", "MetaGradient", "MetaSGD",
-           "OuterGradient", "Params", "ProtoNet", "Reptile", "Rule", "build_algorithm", "ridge_head"]
+           "OuterGradient", "Params", "ProtoNet", "Reptile", "Rule", "ridge_head"]

@@ -13,11 +13,12 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
-from distmeta.algorithms.chunk import Chunk, Sums
+from distmeta.algorithms.chunk import Chunk, Sums, slices
 from distmeta.algorithms.engine import concat, over_chunks
 from distmeta.algorithms.functional import Adapt, adapted_names
 from distmeta.algorithms.inner import SGD, InnerLoop, InnerUpdate
 from distmeta.algorithms.outer import OuterGradient
+from distmeta.models.base import head_prefix
 from distmeta.types import EpisodeBatch, MetaGradient, Params
 
 T = TypeVar("T")
@@ -101,8 +102,10 @@ class Rule:
     def over_chunks(self, model: nn.Module, params: Params, batch: EpisodeBatch, fn: Callable[[Chunk], T],
                     step: int = 0, combine: Callable[[T, T], T] | None = None) -> T:
         """``fn`` of each chunk of ``batch``, summed over the chunks (or ``combine``d)."""
-        return over_chunks(model, params, batch, fn, names=self.adapted(params), vectorize=self.vectorize,
-                           chunk_size=self.chunk_size, step=step, combine=combine)
+        names = self.adapted(params, model)
+        chunks = (Chunk.make(model, params, names, part, self.vectorize, step)
+                  for part in slices(batch, self.vectorize, self.chunk_size))
+        return over_chunks(chunks, fn, combine)
 
     def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch, step: int = 0) -> MetaGradient:
         """The meta-gradient and metrics of ``batch``, SUMMED over its tasks; ``step`` is the
@@ -119,8 +122,9 @@ class Rule:
         summed over tasks."""
         raise NotImplementedError
 
-    def adapted(self, params: Params) -> tuple[str, ...]:
-        """The names that adapt in the inner loop (none without one)."""
+    def adapted(self, params: Params, model: nn.Module | None = None) -> tuple[str, ...]:
+        """The names that adapt in the inner loop (none without one); ``model`` says which
+        parameters are its head (``model.head``)."""
         return ()
 
     def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch,
@@ -154,12 +158,12 @@ class AdaptingRule(Rule):
         if isinstance(self.adapt, str) and self.adapt not in ("all", "head"):
             raise ValueError(f"{name}.adapt={self.adapt!r}: expected 'all', 'head' or a list of parameter names")
 
-    def adapted(self, params: Params) -> tuple[str, ...]:
-        return adapted_names(params, self.adapt)
+    def adapted(self, params: Params, model: nn.Module | None = None) -> tuple[str, ...]:
+        return adapted_names(params, self.adapt, head_prefix(model))
 
     def init_params(self, model: nn.Module) -> Params:
         params = model_params(model)
-        return params | self.inner_update().init_params(model, params, self.adapted(params))
+        return params | self.inner_update().init_params(model, params, self.adapted(params, model))
 
     # -- the two parts of a rule -----------------------------------------------------------
     def inner_update(self) -> InnerUpdate:

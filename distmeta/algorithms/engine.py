@@ -26,14 +26,13 @@ features and differentiated through.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from distmeta.algorithms.chunk import Chunk, slices
-from distmeta.types import EpisodeBatch, Params
+from distmeta.algorithms.chunk import Chunk
 
 T = TypeVar("T")
 
@@ -52,15 +51,12 @@ def concat(a: Tensor, b: Tensor) -> Tensor:
     return torch.cat([a, b])
 
 
-def over_chunks(model: nn.Module, params: Params, batch: EpisodeBatch, fn: Callable[[Chunk], T], *,
-                names: tuple[str, ...], vectorize: bool, chunk_size: int | None, step: int = 0,
-                combine: Callable[[T, T], T] | None = None) -> T:
-    """``fn`` of every chunk of ``batch``'s tasks (``names`` adapt), combined in task order:
-    summed (:func:`add`) unless told otherwise."""
+def over_chunks(chunks: Iterable[Chunk], fn: Callable[[Chunk], T], combine: Callable[[T, T], T] | None = None) -> T:
+    """``fn`` of every chunk, combined in task order: summed (:func:`add`) unless told otherwise."""
     combine = combine or add
     total: T | None = None
-    for part in slices(batch, vectorize, chunk_size):
-        out = fn(Chunk.make(model, params, names, part, vectorize, step))
+    for chunk in chunks:
+        out = fn(chunk)
         total = out if total is None else combine(total, out)
     if total is None:
         raise ValueError("EpisodeBatch holds no tasks")

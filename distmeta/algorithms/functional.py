@@ -24,15 +24,17 @@ def forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor) -> Tensor
     return functional_call(model, own, (x,))
 
 
-def adapted_names(params: Mapping[str, Tensor], adapt: Adapt) -> tuple[str, ...]:
-    """Names that adapt in the inner loop: ``all``, ``head`` (ANIL) or an explicit list."""
+def adapted_names(params: Mapping[str, Tensor], adapt: Adapt, head: str = HEAD_PREFIX) -> tuple[str, ...]:
+    """Names that adapt in the inner loop: ``all``, ``head`` (ANIL: the names under ``head``,
+    the model's head prefix) or an explicit list."""
     model_names = [k for k in params if not k.startswith(RULE_PREFIX)]
     if adapt == "all":
         return tuple(model_names)
     if adapt == "head":
-        names = [k for k in model_names if k.startswith(HEAD_PREFIX)]
+        names = [k for k in model_names if k.startswith(head)]
         if not names:
-            raise ValueError("algorithm.adapt='head' but the model has no parameters under 'head.'")
+            raise ValueError(f"algorithm.adapt='head' but the model has no parameters under {head!r}; set "
+                             f"model.head to its head module (its parameters are {model_names[:6]}...)")
         return tuple(names)
     missing = [n for n in adapt if n not in params]
     if missing:

@@ -5,9 +5,6 @@ with its options (``lslr``, ``msl_steps``, ``first_order_steps``, ``bn_per_step`
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from distmeta.algorithms.erm import ERM
 from distmeta.algorithms.fomaml import FOMAML
 from distmeta.algorithms.imaml import IMAML
@@ -31,15 +28,3 @@ ALGORITHMS: dict[str, type] = {
     "kfo": KFO,
     "leap": Leap,
 }
-
-
-def build_algorithm(name: str, **hyper: Any):
-    """``build_algorithm("maml", inner_lr=0.4)``; a bad name or hyper-parameter is named in the error."""
-    if name not in ALGORITHMS:
-        raise ValueError(f"algorithm.name={name!r} is not a rule: expected one of {sorted(ALGORITHMS)}")
-    cls = ALGORITHMS[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(hyper) - fields)
-    if unknown:
-        raise ValueError(f"algorithm.{unknown[0]}: not a hyper-parameter of {name!r}; valid: {sorted(fields)}")
-    return cls(**hyper)

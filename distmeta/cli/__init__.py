@@ -1,24 +1,25 @@
-"""``distmeta train | sweep | eval | config | compare | data``.
+"""``distmeta train | sweep | eval | config | compare | export | data``.
 
 Errors in what the user gave (config keys, files, values: :class:`distmeta.errors.DistmetaError`)
 print one line naming the key or file and exit with status 2, without a traceback; any other
 error is a bug and keeps its traceback. ``key=value`` overrides may stand anywhere
 on the line, and ``-v`` before or after the subcommand. This module imports no torch, so
-``distmeta --help`` answers at once; each command imports what it needs.
+``distmeta --help`` and ``--version`` answer at once; each command imports what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from distmeta.cli import commands
-from distmeta.cli.commands import split_config_and_overrides
+from distmeta import __version__
 from distmeta.cli.data import add_data_parser
-from distmeta.cli.logs import setup_logging
 from distmeta.errors import DistmetaError
+from distmeta.runtime.stop import exit_code
 
 EXIT_USAGE = 2
 __all__ = ["EXIT_USAGE", "build_parser", "main", "parse_args", "split_config_and_overrides"]
@@ -33,9 +34,19 @@ class KeysHelp(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         from distmeta.config.keys import describe
+        from distmeta.config.loading import read_yaml
 
         parser.print_help()
-        print("\n" + describe())
+        path, _ = split_config_and_overrides(list(getattr(namespace, "items", None) or []))
+        data = {}
+        if path is not None:
+            from pathlib import Path
+
+            from distmeta import plugins
+
+            plugins.search_paths(Path(path).resolve().parent)
+            data = read_yaml(path)
+        print("\n" + describe(data))
         parser.exit()
 
 
@@ -49,17 +60,28 @@ def _config_items(parser: argparse.ArgumentParser) -> None:
                         help="config YAML, then key=value overrides (anywhere on the line)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distmeta", description="Distributed meta-learning on Ray, tracked in MLflow.",
-                                     epilog="`distmeta config --help` lists every config key with its default.")
-    _verbose(parser, False)
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = dict(add_help=False)
+def split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
+    """``[CONFIG, key=value, ...]`` -> (CONFIG, overrides); the config file may be left out."""
+    if items and "=" not in items[0]:
+        return items[0], items[1:]
+    return None, items
 
-    t = sub.add_parser("train", help="meta-train from a config (local Ray, or --address a cluster)", **common)
-    t.add_argument("-h", "--help", action=KeysHelp)
-    _verbose(t, argparse.SUPPRESS)
-    _config_items(t)
+
+def _command(sub: Any, name: str, help: str, func: str, keys: bool = False) -> argparse.ArgumentParser:
+    """A subcommand with ``-v``; ``keys``: it takes a config and its ``-h`` lists every key;
+    ``func``: its function in :mod:`distmeta.cli.commands` (imported when it runs)."""
+    parser = sub.add_parser(name, help=help, add_help=not keys)
+    if keys:
+        parser.add_argument("-h", "--help", action=KeysHelp)
+    _verbose(parser, argparse.SUPPRESS)
+    if keys:
+        _config_items(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _add_train(sub: Any) -> None:
+    t = _command(sub, "train", "meta-train from a config (local Ray, or --address a cluster)", "cmd_train", True)
     t.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
     t.add_argument("--run-dir", default=None, help="run directory: local path or pyarrow.fs URI (s3://...)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR|auto",
@@ -71,12 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also register the logged MLflow model under NAME (tracking.registered_model)")
     t.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                    help="when stdout is not a terminal: one progress line every SECONDS (default 30)")
-    t.set_defaults(func=commands.cmd_train)
 
-    w = sub.add_parser("sweep", help="a grid of training runs on Ray Tune, with ASHA early stopping", **common)
-    w.add_argument("-h", "--help", action=KeysHelp)
-    _verbose(w, argparse.SUPPRESS)
-    _config_items(w)
+
+def _add_sweep(sub: Any) -> None:
+    w = _command(sub, "sweep", "a grid of training runs on Ray Tune, with ASHA early stopping", "cmd_sweep",
+                 True)
     w.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="values of one config key to try (repeat for more keys: their product is the grid)")
     w.add_argument("--samples", type=int, default=1, help="repeats of the grid (default 1)")
@@ -88,33 +109,40 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--dir", default=None, help="sweep directory (default runs/sweep-NAME-TIME); "
                    "the same command with the same --dir continues an interrupted sweep")
     w.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    w.set_defaults(func=commands.cmd_sweep)
 
-    c = sub.add_parser("config", help="print the resolved config (defaults filled in, overrides applied)", **common)
-    c.add_argument("-h", "--help", action=KeysHelp)
-    _verbose(c, argparse.SUPPRESS)
-    _config_items(c)
-    c.set_defaults(func=commands.cmd_config)
 
-    e = sub.add_parser("eval", help="meta-test a run or a checkpoint on held-out tasks")
-    _verbose(e, argparse.SUPPRESS)
+def _add_eval_compare_export(sub: Any) -> None:
+    e = _command(sub, "eval", "meta-test a run or a checkpoint on held-out tasks", "cmd_eval")
     e.add_argument("target", metavar="RUN_DIR|CHECKPOINT")
     e.add_argument("--split", default=None, help="split to evaluate (default: the config's eval.split)")
     e.add_argument("--steps", type=int, default=None, help="inner steps at test time")
     e.add_argument("--episodes", type=int, default=None, help="held-out episodes (default: eval.episodes)")
     e.add_argument("--no-track", action="store_true", help="do not log to the run's MLflow run")
-    e.set_defaults(func=commands.cmd_eval)
-
-    p = sub.add_parser("compare", help="plot one metric of several runs in one figure")
-    _verbose(p, argparse.SUPPRESS)
+    p = _command(sub, "compare", "plot one metric of several runs in one figure", "cmd_compare")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--metric", required=True, help="e.g. principal_angle_distance, query_loss (train/ is implied)")
     p.add_argument("--out", default="compare.png", help="PNG to write")
     p.add_argument("--title", default=None)
     p.add_argument("--log-y", action="store_true", help="logarithmic y axis")
-    p.set_defaults(func=commands.cmd_compare)
+    x = _command(sub, "export", "write a run's trained weights and its config to a folder", "cmd_export")
+    x.add_argument("source", metavar="RUN_DIR|CHECKPOINT|MODEL_URI", help="a run, a checkpoint, models:/... or runs:/...")
+    x.add_argument("--out", required=True, help="the folder to write model.safetensors (and rule.*), config.yaml to")
+    x.add_argument("--format", default="safetensors", choices=["safetensors", "pt"], help="safetensors (default) or pt")
+    x.add_argument("--step", type=int, default=None, help="the checkpoint of this step (default: the newest)")
 
-    add_data_parser(sub, commands.cmd_data)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distmeta", description="Distributed meta-learning on Ray, tracked in MLflow.",
+                                     epilog="`distmeta config --help` lists every config key with its default.")
+    _verbose(parser, False)
+    parser.add_argument("--version", action="version", version=f"distmeta {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_sweep(sub)
+    _command(sub, "config", "print the resolved config (defaults filled in, overrides applied)", "cmd_config",
+             True)
+    _add_eval_compare_export(sub)
+    add_data_parser(sub, "cmd_data")
     return parser
 
 
@@ -131,9 +159,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
+    from distmeta.cli import commands, logs  # what the command needs, imported once it is known
+
+    logs.setup_logging(args.verbose)
     try:
-        return args.func(args)
+        return getattr(commands, args.func)(args)
     except DistmetaError as exc:
         if args.verbose or os.environ.get("DISTMETA_TRACEBACK"):
             raise
@@ -141,4 +171,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("distmeta: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
-        return 130
+        return exit_code(signal.SIGINT)

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 
+from distmeta.cli import split_config_and_overrides
 from distmeta.cli.logs import plain_formatter
 from distmeta.cli.progress import TrainingProgress, print_evaluation, print_summary, print_sweep
 from distmeta.errors import ConfigError, NotFound
@@ -27,13 +28,6 @@ def attach_log_file(run_dir: str) -> None:
     handler.setFormatter(plain_formatter())
     logging.getLogger().addHandler(handler)
     log.info("logging to %s", path)
-
-
-def split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
-    """``[CONFIG, key=value, ...]`` -> (CONFIG, overrides); the config file may be left out."""
-    if items and "=" not in items[0]:
-        return items[0], items[1:]
-    return None, items
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -115,3 +109,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     from distmeta.cli.data import run_data_command
 
     return run_data_command(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from distmeta.tracking.trained import export
+
+    for path in export(args.source, args.out, args.format, args.step):
+        print(f"wrote {path}")
+    return 0

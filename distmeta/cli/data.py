@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from distmeta.errors import ConfigError
@@ -17,7 +16,7 @@ SOURCES = IMAGE_SOURCES + PROCEDURAL
 SIZES = {"omniglot": 28, "cifar-fs": 32, "fc100": 32}
 
 
-def add_data_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
+def add_data_parser(sub: Any, func: str) -> None:
     d = sub.add_parser("data", help="pack, describe and verify shards")
     dsub = d.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser(

@@ -41,12 +41,37 @@ def class_keys(target: Any, skip: tuple[str, ...] = ("min_inner_steps",)) -> lis
             for n, v in items if n not in skip]
 
 
-def choices(section: str) -> dict[str, list[str]]:
-    """Each class a named section may choose, with the keys it takes."""
-    out = {name: class_keys(cls) for name, cls in plugins.registry(NAMED[section][1]).items()}  # type: ignore[arg-type]
+def choices(section: str, installed: bool = False) -> dict[str, list[str]]:
+    """Each class a named section may choose, with the keys it takes: the built-ins, and with
+    ``installed`` those that installed packages register (entry points)."""
+    kind = NAMED[section][1]
+    out = {name: class_keys(cls) for name, cls in plugins.registry(kind).items()}  # type: ignore[arg-type]
+    for name in (plugins.names(kind) if installed else []):  # type: ignore[arg-type]
+        if name not in out:
+            out[name] = _keys_of(kind, name)
     if section == "task":
         out |= {"omniglot": sorted(OMNIGLOT_KEYS), "images": sorted(IMAGE_KEYS)}
     return out
+
+
+def _keys_of(kind: str, name: str) -> list[str]:
+    try:
+        target = plugins.resolve(kind, name)  # type: ignore[arg-type]
+    except ValueError as exc:
+        return [f"(does not load: {exc})"]
+    return class_keys(target) if plugins.is_factory(target) else ["(an object: no keys)"]
+
+
+def named_in(data: dict[str, Any]) -> list[str]:
+    """The classes a config names by import path (or a plugin's name), with their keys."""
+    lines = []
+    for section, (key, kind) in NAMED.items():
+        name = (data.get(section) or {}).get(key)
+        if isinstance(name, str) and (plugins.is_path(name) or name not in plugins.registry(kind)):  # type: ignore[arg-type]
+            if section == "task" and name in ("omniglot", "images"):
+                continue
+            lines.append(f"    {section}.{key}: {name}: {', '.join(_keys_of(kind, name))}")
+    return lines
 
 
 def image_keys() -> list[tuple[str, str]]:
@@ -68,9 +93,13 @@ def fields() -> Iterator[tuple[str, str | None, list[tuple[str, str, Any, str]]]
                               for k, f in section.model_fields.items()]
 
 
-def describe() -> str:
-    """Every section and key with its type, default and description."""
+def describe(data: dict[str, Any] | None = None) -> str:
+    """Every section and key with its type, default and description; with a config's
+    ``data``, the keys of the user's own classes it names come first."""
     lines = ["config keys (a YAML file's sections; override any with section.key=value):"]
+    own = named_in(data or {})
+    if own:
+        lines += ["  the classes this config names, and their keys:", *own]
     for section, doc, keys in fields():
         indent = "    " if section else "  "
         if section:
@@ -80,7 +109,8 @@ def describe() -> str:
             lines.append(f"{indent}{path}: {kind} = {default!r}" + (f"  {text}" if text else ""))
         if section in NAMED:
             lines.append(f"    other {section}.* keys are the arguments of the chosen class:")
-            lines += [f"      {NAMED[section][0]}: {name}: {', '.join(keys)}" for name, keys in choices(section).items()]
+            lines += [f"      {NAMED[section][0]}: {name}: {', '.join(keys)}"
+                      for name, keys in choices(section, installed=True).items()]
             if section == "task":
                 lines += [f"      task.{k}: {text}" for k, text in image_keys()]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from distmeta import plugins
 from distmeta.config.run import RunConfig
 from distmeta.errors import ConfigError
 
@@ -98,8 +99,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load ``path`` (or the defaults), apply ``key=value`` overrides, validate."""
+    """Load ``path`` (or the defaults), apply ``key=value`` overrides, validate. The config
+    file's folder is importable, so a ``mypkg/`` beside it can be named by import path."""
     data = read_yaml(path) if path is not None else {}
+    if path is not None:
+        plugins.search_paths(Path(path).resolve().parent)
     return validate(apply_overrides(data, overrides or []))
 
 

@@ -1,38 +1,74 @@
 """The sections that name a class: ``task.family``, ``model.name``, ``algorithm.name``.
 
-Their other keys are the named class's own arguments, validated against its signature and
-type hints (through :mod:`distmeta.plugins`), so a config can only name what exists and
-give it what it takes.
+A name is a built-in, a plugin's, or an import path ``package.module:attr`` to the user's own
+class (:mod:`distmeta.plugins`). The section's other keys are the named class's own
+arguments, validated against its signature and type hints, so a config can only name what
+exists and give it what it takes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import types
+import typing
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from distmeta import plugins
+from distmeta.models.base import functional_batchnorm
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def arguments(target: Any, skip: tuple[str, ...] = ()) -> dict[str, inspect.Parameter]:
+    """The keyword arguments ``target`` (a class or a function) takes, by name."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n: p for n, p in inspect.signature(target).parameters.items() if n not in skip and p.kind in kinds}
+
+
+def type_hints(target: Any) -> dict[str, Any]:
+    """The annotated types of ``target``'s arguments (strings where they do not evaluate)."""
+    if dataclasses.is_dataclass(target):
+        return {f.name: f.type for f in dataclasses.fields(target)}
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # a hint that does not evaluate (a name only the module's TYPE_CHECKING sees)
+        return {}
+
+
+PLAIN = (int, float, bool, str, bytes, type(None), list, tuple, dict, set, frozenset)
+
+
+def _checkable(hint: Any) -> bool:
+    """Whether a type hint is made of plain types only (what YAML values can be checked against)."""
+    origin = typing.get_origin(hint)
+    if origin is None:
+        return hint in PLAIN or hint is Any
+    if origin is typing.Literal:
+        return True
+    return (origin in PLAIN or origin in (typing.Union, types.UnionType)) and all(
+        _checkable(a) for a in typing.get_args(hint) if a is not Ellipsis)
+
+
 def check_kwargs(section: str, target: Any, kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Validate ``kwargs`` against ``target``'s signature and type hints; errors name ``section.key``.
     Returns the values as their types make them (``"1e-3"`` -> ``0.001`` for a float)."""
-    params = {n: p for n, p in inspect.signature(target).parameters.items() if n not in skip}
+    params = arguments(target, skip)
     for key in kwargs:
         if key not in params:
             raise ValueError(f"{section}.{key}: unknown key; valid keys: {sorted(params)}")
-    hints = inspect.get_annotations(target, eval_str=True) if inspect.isfunction(target) else {
-        f.name: f.type for f in dataclasses.fields(target)}
+    hints = type_hints(target)
     out = dict(kwargs)
     for key, value in kwargs.items():
         hint = hints.get(key)
         if hint is None or isinstance(hint, str):
+            continue
+        if not _checkable(hint):  # a tensor, a module ...: the class checks it itself
             continue
         try:
             coerced = TypeAdapter(hint).validate_python(value, strict=False)
@@ -57,16 +93,33 @@ class OpenSection(Section):
         """Validate the class's arguments and keep their typed values (numbers as numbers).
         A key set to null that the class does not take is dropped: ``model.name=resnet12
         model.pool=null`` switches a config's model and removes its Conv4-only key."""
-        known = inspect.signature(target).parameters
+        known = arguments(target)
         for key in [k for k, v in self.kwargs.items() if v is None and k not in known]:
             del self.model_extra[key]  # type: ignore[union-attr]
         self.model_extra.update(check_kwargs(self._section, target, self.kwargs, skip))  # type: ignore[union-attr]
 
-    def _record_resolved(self, obj: Any, names: list[str]) -> None:
-        """Write every argument's resolved value back, so the saved config is complete."""
-        values = {n: getattr(obj, n) for n in names}
+    def _no_keys(self, obj: Any) -> None:
+        """A given object (not a class) takes no keys: its own fields say what it is."""
+        if self.kwargs:
+            raise ValueError(f"{self._section}: {type(obj).__name__} was given as an object; it takes no keys "
+                             f"({sorted(self.kwargs)})")
+
+    def _record_resolved(self, obj: Any, target: Any, skip: tuple[str, ...] = ()) -> None:
+        """Write every argument's resolved value back, so the saved config is complete: a
+        dataclass's fields as the object holds them, else the given keys and the defaults."""
+        if dataclasses.is_dataclass(target):
+            values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(target) if f.init and f.name not in skip}
+        else:
+            values = {n: p.default for n, p in arguments(target, skip).items()
+                      if p.default is not inspect.Parameter.empty and _plain(p.default)} | self.kwargs
         self.model_extra.update({n: list(v) if isinstance(v, tuple) else v  # type: ignore[union-attr]
                                  for n, v in values.items()})
+
+
+def _plain(value: Any) -> bool:
+    """A default that a YAML config can hold."""
+    return value is None or isinstance(value, (bool, int, float, str)) or (
+        isinstance(value, (list, tuple)) and all(_plain(v) for v in value))
 
 
 IMAGE_FAMILIES = ("omniglot", "images")
@@ -90,25 +143,34 @@ OMNIGLOT_KEYS = frozenset({*IMAGE_KEYS, "root", "image_size"})
 
 
 def families() -> list[str]:
-    """Every task family: those generated by code, then the image families."""
-    return [*plugins.registry("task"), *IMAGE_FAMILIES]
+    """Every task family by name: those generated by code, then the image families."""
+    return [*plugins.names("task"), *IMAGE_FAMILIES]
 
 
 class TaskConfig(OpenSection):
     """The task family and its own keys (``way``, ``shot``, ``query`` ... for image families)."""
 
     _section: ClassVar[str] = "task"
-    family: str = Field("sinusoid", description="the task family: one generated by code (sinusoid, linear_rep) "
-                        "or an image family (omniglot, images: N-way K-shot from class shards at data.path)")
+    family: str = Field("sinusoid", description="the task family: one generated by code (sinusoid, linear_rep, "
+                        "or an import path package.module:Class), or an image family (omniglot, images: N-way "
+                        "K-shot from class shards at data.path)")
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
-        if self.family not in families():
-            raise ValueError(f"task.family={self.family!r}: expected one of {families()}")
+        if self.family not in families() and not plugins.is_path(self.family) and not plugins.is_given("task", self.family):
+            raise ValueError(f"task.family={self.family!r}: expected one of {families()} or an import path "
+                             "package.module:Class")
         if self.family not in IMAGE_FAMILIES:
             cls = plugins.resolve("task", self.family)
+            if not plugins.is_factory(cls):
+                self._no_keys(cls)
+                return self
             self._check_and_coerce(cls)
-            self._record_resolved(cls(**self.kwargs), [f.name for f in dataclasses.fields(cls) if f.init])
+            try:
+                family = cls(**self.kwargs)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"task ({self.family}): {exc}") from None
+            self._record_resolved(family, cls)
             return self
         valid = OMNIGLOT_KEYS if self.family == "omniglot" else frozenset(IMAGE_KEYS)
         for key, value in self.kwargs.items():
@@ -131,7 +193,10 @@ class ModelConfig(OpenSection):
     """The model (``name``) and its own keys; where its initial weights come from."""
 
     _section: ClassVar[str] = "model"
-    name: str = Field("mlp", description="the model: mlp, conv4, resnet12, linear_rep or linear")
+    name: str = Field("mlp", description="the model: mlp, conv4, resnet12, linear_rep, linear, or an import path "
+                      "package.module:factory to any torch.nn.Module (a class or a function returning one)")
+    head: str = Field("head", description="the module path of the model's linear head (its parameters' name "
+                      "prefix): what adapt: head (ANIL), outer.zero_head and model.init_scope: body go by")
     init: str | None = Field(None, description="start from trained weights: a run directory (its newest "
                              "checkpoint) or a .pt checkpoint file, local or on a pyarrow.fs URI")
     init_scope: Literal["body", "all"] = Field("body", description="what model.init replaces: the body's "
@@ -139,32 +204,47 @@ class ModelConfig(OpenSection):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        self._check_and_coerce(plugins.resolve("model", self.name))
+        target = plugins.resolve("model", self.name)
+        if plugins.is_factory(target):
+            self._check_and_coerce(target)
+        else:
+            self._no_keys(target)
         return self
 
+    @property
+    def head_prefix(self) -> str:
+        """The name prefix of the head's parameters (``head.``)."""
+        return self.head.rstrip(".") + "."
+
     def build(self) -> Any:
-        """The model, e.g. ``conv4(n_way=5)``."""
-        return plugins.resolve("model", self.name)(**self.kwargs)
+        """The model, e.g. ``conv4(n_way=5)``, carrying its head's name prefix (``head_prefix``)."""
+        model = functional_batchnorm(plugins.build("model", self.name, self.kwargs), self.name)
+        model.head_prefix = self.head_prefix
+        return model
 
 
 class AlgorithmConfig(OpenSection):
     """The rule (``name``) and its hyper-parameters."""
 
     _section: ClassVar[str] = "algorithm"
-    name: str = Field("maml", description="the rule: maml, fomaml, imaml, reptile, metasgd, kfo, leap, "
-                      "r2d2, protonet or erm (ANIL is maml with adapt: head; MAML++ is maml with its options)")
+    name: str = Field("maml", description="the rule: maml, fomaml, imaml, reptile, metasgd, kfo, leap, r2d2, "
+                      "protonet, erm, or an import path package.module:Rule (ANIL is maml with adapt: head; MAML++ "
+                      "is maml with its options)")
 
     @model_validator(mode="after")
     def _check(self) -> AlgorithmConfig:
         cls = plugins.resolve("algorithm", self.name)
+        if not plugins.is_factory(cls):
+            self._no_keys(cls)
+            return self
         self._check_and_coerce(cls, skip=("min_inner_steps",))
         try:
             rule = cls(**self.kwargs)
         except (TypeError, ValueError) as exc:
             raise ValueError(str(exc).replace(f"algorithm({cls.__name__})", "algorithm")) from None
-        self._record_resolved(rule, [f.name for f in dataclasses.fields(cls)])
+        self._record_resolved(rule, cls)
         return self
 
     def build(self) -> Any:
         """The rule object, e.g. ``MAML(inner_lr=0.01, inner_steps=1)``."""
-        return plugins.resolve("algorithm", self.name)(**self.kwargs)
+        return plugins.build("algorithm", self.name, self.kwargs)

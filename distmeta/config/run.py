@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 from pydantic import Field, model_validator
 
+from distmeta import plugins
 from distmeta.config.named import IMAGE_FAMILIES, AlgorithmConfig, ModelConfig, Section, TaskConfig
 from distmeta.config.sections import (
     CheckpointConfig,
@@ -53,6 +54,15 @@ class RunConfig(Section):
         except TypeError as exc:
             raise ValueError(f"model: {exc}") from None
         return self
+
+    def import_paths(self) -> list[str]:
+        """The ``package.module:attr`` names of the user's code this config uses (the model,
+        task family, rule, outer optimiser, and the family's loss)."""
+        names = [self.model.name, self.task.family, self.algorithm.name, self.outer.optimizer]
+        if self.task.family not in IMAGE_FAMILIES:
+            loss = getattr(plugins.resolve("task", self.task.family), "loss", None)
+            names.append(loss if isinstance(loss, str) else "")
+        return [n for n in names if plugins.is_path(n)]
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

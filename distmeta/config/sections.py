@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from distmeta.config.named import Section
+from distmeta import plugins
+from distmeta.config.named import Section, arguments, check_kwargs
 
 
 class OuterConfig(Section):
     """The outer (meta) optimiser, on the parameter server."""
 
-    optimizer: Literal["adam", "sgd"] = Field("adam", description="the outer optimiser")
+    optimizer: str = Field("adam", description="the outer optimiser: adam, sgd, or an import path to any "
+                           "torch.optim.Optimizer class (torch.optim:AdamW, mypkg.opt:Lion)")
+    optimizer_args: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments of the "
+                                           "optimizer (betas, eps, nesterov ...), checked against its signature")
     lr: float = Field(1e-3, gt=0, description="outer learning rate (the peak, under a schedule)")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (outer.optimizer: sgd)")
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay of the outer optimiser")
@@ -24,6 +28,20 @@ class OuterConfig(Section):
     zero_head: bool = Field(False, description="the zeroing trick (Kao et al. 2022): set the linear head to "
                             "zero at the start and after every outer step")
     steps: int = Field(1000, ge=1, description="outer steps to train")
+
+    @model_validator(mode="after")
+    def _check(self) -> OuterConfig:
+        cls = plugins.resolve("optimizer", self.optimizer)
+        self.optimizer_args.update(check_kwargs("outer.optimizer_args", cls, self.optimizer_args, skip=("params",)))
+        return self
+
+    def build(self, params: list[Any]) -> Any:
+        """The optimiser over ``params``: ``lr`` and, where it takes them, ``momentum`` and
+        ``weight_decay``, then ``optimizer_args``."""
+        cls = plugins.resolve("optimizer", self.optimizer)
+        takes = arguments(cls)
+        args = {"lr": self.lr} | {k: getattr(self, k) for k in ("momentum", "weight_decay") if k in takes}
+        return cls(params, **(args | self.optimizer_args))
 
 
 class RuntimeConfig(Section):
@@ -63,6 +81,9 @@ class RuntimeConfig(Section):
                                                  "gradient sums")
     precision: Literal["float32", "bf16"] = Field("float32", description="bf16: meta-gradients computed under "
                                                   "bf16 autocast (parameters and sums stay float32)")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray's runtime_env for every actor (working_dir, "
+                                               "py_modules, pip, env_vars ...); the local packages that the config's "
+                                               "import paths name are always added to py_modules")
 
     @model_validator(mode="after")
     def _check(self) -> RuntimeConfig:

@@ -4,6 +4,7 @@ A training run's directory (a local path or a ``pyarrow.fs`` URI)::
 
     config.yaml          the resolved config: what --resume, eval and the logged model read
     tracking.json        the MLflow run id and tracking URI of the run
+    code.json            where the user's own code (named by import path) was imported from
     train.log            everything the driver logged (local run directories)
     checkpoints/         step-XXXXXXXX.pt, or step-XXXXXXXX.shard-k-of-K.pt per server shard
     tracking/            the tracker's spill files (what could not be sent yet) and the
@@ -26,6 +27,7 @@ from distmeta.rundir.storage import RunDir, is_uri
 
 CONFIG = "config.yaml"
 TRACKING = "tracking.json"
+CODE = "code.json"
 LOG = "train.log"
 CHECKPOINTS = "checkpoints"
 SPILL = "tracking"
@@ -96,3 +98,14 @@ def read_tracking(rd: RunDir) -> dict[str, Any] | None:
 
 def write_tracking(rd: RunDir, run_id: str, uri: str | None) -> None:
     rd.write_text(TRACKING, json.dumps({"run_id": run_id, "uri": uri}))
+
+
+def read_code(rd: RunDir) -> list[str]:
+    """The folders the run imported the user's code from (``code.json``), or none."""
+    if not rd.exists(CODE):
+        return []
+    return list(json.loads(rd.read_text(CODE)).get("import_from", []))
+
+
+def write_code(rd: RunDir, folders: list[str]) -> None:
+    rd.write_text(CODE, json.dumps({"import_from": folders}))

@@ -19,7 +19,7 @@ import torch
 
 from distmeta.config import RunConfig
 from distmeta.errors import ConfigError
-from distmeta.models import HEAD_PREFIX, zero_head
+from distmeta.models import HEAD_PREFIX, head_prefix, zero_head
 from distmeta.rundir.checkpoint import load_checkpoint, read_state
 from distmeta.rundir.storage import RunDir
 from distmeta.types import Params
@@ -47,9 +47,10 @@ def read_init(location: str) -> Params:
     return params
 
 
-def apply_init(params: Params, loaded: Params, scope: Scope, location: str) -> Params:
-    """``params`` with the ``scope`` entries replaced by ``loaded``'s, checked name by name."""
-    wanted = [k for k in params if scope == "all" or not (k.startswith(HEAD_PREFIX) or k.startswith("rule."))]
+def apply_init(params: Params, loaded: Params, scope: Scope, location: str, head: str = HEAD_PREFIX) -> Params:
+    """``params`` with the ``scope`` entries replaced by ``loaded``'s, checked name by name
+    (``head``: the head's name prefix, which ``body`` leaves out)."""
+    wanted = [k for k in params if scope == "all" or not (k.startswith(head) or k.startswith("rule."))]
     missing = [k for k in wanted if k not in loaded]
     shapes = [f"{k} {list(loaded[k].shape)} (model {list(params[k].shape)})"
               for k in wanted if k in loaded and loaded[k].shape != params[k].shape]
@@ -70,11 +71,12 @@ def initial_params(cfg: RunConfig) -> Params:
     """The meta-parameters at step 0: a pure function of the config (seeded model init, then
     ``model.init``, ``runtime.dtype`` and ``outer.zero_head``)."""
     torch.manual_seed(cfg.seed)
-    params = cfg.algorithm.build().init_params(cfg.model.build())
+    model = cfg.model.build()
+    params = cfg.algorithm.build().init_params(model)
     if cfg.model.init:
-        params = apply_init(params, read_init(cfg.model.init), cfg.model.init_scope, cfg.model.init)
+        params = apply_init(params, read_init(cfg.model.init), cfg.model.init_scope, cfg.model.init, head_prefix(model))
     dtype = getattr(torch, cfg.runtime.dtype)
     params = {k: v.to(dtype) for k, v in params.items()}
     if cfg.outer.zero_head:
-        zero_head(params)
+        zero_head(params, head_prefix(model))
     return params

@@ -13,14 +13,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from distmeta import plugins
 from distmeta.config import RunConfig
-from distmeta.errors import ConfigError
+from distmeta.errors import ConfigError, DistmetaError
+from distmeta.runtime.cluster import uploaded
 from distmeta.runtime.faults import Pool, StepFailed
 from distmeta.runtime.server import ParameterServer
 from distmeta.runtime.worker import MetaWorker, NodeAggregator
 from distmeta.types import Params
 
 log = logging.getLogger(__name__)
+
+
+class StartFailed(DistmetaError, RuntimeError):
+    """The run's actors did not start."""
 
 
 class ServerTimeout(StepFailed):
@@ -88,8 +94,22 @@ def check_resources(cfg: RunConfig) -> None:
         time.sleep(min(10.0, max(deadline - time.monotonic(), 0.1)))
 
 
+def runtime_env(cfg: RunConfig) -> dict[str, Any] | None:
+    """Ray's ``runtime_env`` for every actor of the run: ``runtime.runtime_env``, with the local
+    packages (or modules) that the config's import paths name added to ``py_modules``, so the
+    user's code reaches every process on every node, a local Ray's as a cluster's."""
+    env = dict(cfg.runtime.runtime_env or {})
+    code = [c for c in plugins.local_code(cfg.import_paths() + plugins.given_paths())
+            if c not in env.get("py_modules", [])]
+    if code:
+        env["py_modules"] = [*env.get("py_modules", []), *code]
+        log.info("shipping %s to the actors (runtime_env py_modules)", ", ".join(code))
+    return env or None
+
+
 def make_actors(cfg: RunConfig, run_dir: str) -> Actors:
-    """The server(s), the worker pool and the node aggregators, as restartable actors."""
+    """The server(s), the worker pool and the node aggregators, as restartable actors, with
+    the run's runtime_env and the objects handed to :func:`distmeta.fit`."""
     import ray
     from ray.util.scheduling_strategies import (
         NodeAffinitySchedulingStrategy,
@@ -97,7 +117,7 @@ def make_actors(cfg: RunConfig, run_dir: str) -> Actors:
     )
 
     rt = cfg.runtime
-    config = cfg.to_dict()
+    config, given, env = cfg.to_dict(), plugins.given(), uploaded(runtime_env(cfg))
     pg, first = ray.util.get_current_placement_group(), 1  # inside a sweep trial: its bundles 1..N
     owned = pg is None
     if owned:
@@ -106,14 +126,15 @@ def make_actors(cfg: RunConfig, run_dir: str) -> Actors:
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
     server_place = here if owned else PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)
     servers = [ray.remote(ParameterServer).options(  # beside the driver, where the run dir is
-        num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=server_place).remote(config, run_dir, k)
-        for k in range(rt.server_shards)]
+        num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=server_place, runtime_env=env,
+    ).remote(config, run_dir, k, given) for k in range(rt.server_shards)]
     actor = ray.remote(MetaWorker)
     workers = [actor.options(num_cpus=rt.cpus_per_worker, num_gpus=rt.gpus_per_worker, max_restarts=-1,
-                             max_task_retries=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
-                                 pg, placement_group_bundle_index=first + i)).remote(config) for i in range(rt.workers)]
+                             max_task_retries=0, runtime_env=env, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                                 pg, placement_group_bundle_index=first + i)).remote(config, given)
+               for i in range(rt.workers)]
     actors = Actors(servers, Pool(workers, pg, owns_placement_group=owned))
-    nodes = server_get([w.node_id.remote() for w in workers], cfg, "the workers' node ids")
+    nodes = started([w.node_id.remote() for w in workers] + [s.get_step.remote() for s in servers], cfg)[:len(workers)]
     actors.node_of = {i: node for i, node in enumerate(nodes) if node}
     if rt.node_aggregation:
         nodes_used = list(actors.node_of.values())  # only across nodes: on one, it is a hop for nothing
@@ -123,6 +144,20 @@ def make_actors(cfg: RunConfig, run_dir: str) -> Actors:
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n, soft=True)).remote(rt.logical_shards)
             for n in sorted(crowded)}
     return actors
+
+
+def started(refs: list[Any], cfg: RunConfig) -> list[Any]:
+    """The first answers of new actors; an actor whose constructor failed (it could not import
+    the user's code, say) is one error naming its cause and where to look."""
+    import ray
+
+    try:
+        return server_get(refs, cfg, "the new actors")
+    except ray.exceptions.RayActorError as exc:
+        cause = getattr(exc, "cause", None) or exc
+        first = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+        raise StartFailed(f"an actor of the run did not start: {first} (the actors import the code the config "
+                          "names: ship it with runtime.runtime_env, or install it on every node)") from None
 
 
 def worker_bundle(cfg: RunConfig) -> dict[str, float]:

@@ -22,20 +22,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from distmeta import plugins
 from distmeta.config import RunConfig, validate
 from distmeta.errors import NotFound
 from distmeta.evaluation import EvalReport, diagnostics, evaluate
 from distmeta.rundir import layout
 from distmeta.rundir.checkpoint import load_checkpoint
-from distmeta.rundir.model_init import initial_params
 from distmeta.rundir.resume import open_run, read_run_config
 from distmeta.rundir.storage import RunDir
-from distmeta.runtime.actors import Actors, final_params, make_actors, release, server_get
+from distmeta.runtime import preflight
+from distmeta.runtime.actors import (
+    Actors,
+    final_params,
+    make_actors,
+    release,
+    runtime_env,
+    server_get,
+)
 from distmeta.runtime.cluster import connect, job_tags, live_nodes
 from distmeta.runtime.faults import Counters, FaultPolicy
 from distmeta.runtime.pipeline import Collected, Pipeline
 from distmeta.runtime.stop import StepAbandoned, StopPolicy, exit_code
-from distmeta.tasks.sources import check_data
 from distmeta.tracking.run import RunTracking
 from distmeta.types import Params
 
@@ -93,12 +100,18 @@ class Run:
              overrides: list[str] | None = None) -> Run:
         """A new run, a continued one (``resume=RUN_DIR``) or an auto-resumed one
         (``resume="auto"``): see :mod:`distmeta.rundir.resume`."""
-        return cls(*open_run(cfg, run_dir, resume, overrides))
+        run = cls(*open_run(cfg, run_dir, resume, overrides))
+        roots = plugins.import_roots(run.cfg.import_paths() + plugins.given_paths())
+        if roots:
+            layout.write_code(run.rd, roots)
+        return run
 
     @classmethod
     def at(cls, location: str) -> Run:
-        """The run already in ``location`` (to evaluate it)."""
+        """The run already in ``location`` (to evaluate it); the user's code is imported from
+        where the run imported it."""
         rd = RunDir(location)
+        plugins.search_paths(*layout.read_code(rd))
         return cls(validate(read_run_config(rd)), rd)
 
     @functools.cached_property
@@ -107,10 +120,8 @@ class Run:
 
     # -- training --------------------------------------------------------------------------
     def check(self) -> None:
-        """What must hold before any actor starts: the data, and ``model.init`` fitting the model."""
-        if self.cfg.model.init:
-            initial_params(self.cfg)
-        check_data(self.cfg)
+        """What must hold before any actor starts (:mod:`distmeta.runtime.preflight`)."""
+        preflight.check(self.cfg)
 
     def train(self, *, address: str | None = None, until_step: int | None = None,
               callbacks: Callbacks | None = None, evaluate_at_end: bool = True) -> TrainResult:
@@ -120,7 +131,7 @@ class Run:
         self.check()
         rt = self.cfg.runtime
         target = min(self.cfg.outer.steps, until_step) if until_step is not None else self.cfg.outer.steps
-        session = connect(address, num_cpus=rt.workers * rt.cpus_per_worker)  # GPUs: what Ray detects
+        session = connect(address, rt.workers * rt.cpus_per_worker, runtime_env(self.cfg))  # GPUs: what Ray detects
         result: TrainResult | None = None
         status = "FAILED"
         with StopPolicy(target, rt.time_limit_s, rt.stop_grace_s) as stop:

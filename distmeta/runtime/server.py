@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from distmeta import plugins
 from distmeta.config import RunConfig, validate
 from distmeta.models import zero_head
 from distmeta.rundir.checkpoint import CheckpointWriter, checkpoint_steps, load_checkpoint
@@ -74,7 +75,9 @@ def global_norm(norms: dict[str, torch.Tensor], order: list[str]) -> float:
 
 
 class ParameterServer:
-    def __init__(self, config: dict[str, Any], run_dir: str, shard: int = 0) -> None:
+    def __init__(self, config: dict[str, Any], run_dir: str, shard: int = 0,
+                 given: dict[str, dict[str, Any]] | None = None) -> None:
+        plugins.accept(given)
         self.cfg = validate(config)
         torch.set_num_threads(self.cfg.runtime.threads_per_worker)
         self.run_dir = RunDir(run_dir)
@@ -83,7 +86,7 @@ class ParameterServer:
         self.order = list(full)
         names = server_partition(full, self.shards)[shard]
         self.params = {k: full[k].requires_grad_(True) for k in names}
-        self.optimizer = self._make_optimizer()
+        self.optimizer = self.cfg.outer.build(list(self.params.values()))
         self.step, self.skipped = 0, 0
         self.incarnation = time.time()  # a restarted server (same actor) has a new one
         self.pending: tuple[int, Params, int, float] | None = None
@@ -95,13 +98,6 @@ class ParameterServer:
                      self.run_dir.location)
         elif self.shards > 1:  # a step every shard can go back to, should one restart early
             self.writer.submit(self.state())
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg.outer
-        values = list(self.params.values())
-        if o.optimizer == "adam":
-            return torch.optim.Adam(values, lr=o.lr, weight_decay=o.weight_decay)
-        return torch.optim.SGD(values, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
     # -- reads -----------------------------------------------------------------------------
     def get(self) -> State:
@@ -168,7 +164,7 @@ class ParameterServer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.cfg.outer.zero_head:
-            zero_head(self.params)
+            zero_head(self.params, self.cfg.model.head_prefix)
 
     # -- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from distmeta.errors import ConfigError
 from distmeta.evaluation import evaluate
 from distmeta.rundir import layout
 from distmeta.rundir.storage import RunDir, is_uri
-from distmeta.runtime.actors import worker_bundle
+from distmeta.runtime.actors import runtime_env, worker_bundle
 from distmeta.runtime.cluster import connect
 from distmeta.runtime.run import Callbacks, Run
 from distmeta.tracking.mlflow_tracker import resolve_tracking_uri
@@ -213,7 +213,7 @@ def run_sweep(base: RunConfig, grid_items: list[str], directory: str | None = No
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     rd = RunDir(directory or f"runs/sweep-{base.name}-{stamp}")
     rd.makedirs()
-    session = connect(address)
+    session = connect(address, runtime_env=runtime_env(validate(data)))
     tracking = _parent_run(validate(data), rd, grid)
     sweep = Sweep(data, grid, rd.location, options, tracking.run_id if tracking else None)
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from distmeta import plugins
 from distmeta.config import RunConfig, validate
 from distmeta.runtime.server import StaleStepError, State, server_partition
 from distmeta.runtime.tree import Block, aligned_blocks, combine, presum
@@ -41,7 +42,8 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 
 
 class MetaWorker:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], given: dict[str, dict[str, Any]] | None = None) -> None:
+        plugins.accept(given)
         self.cfg = validate(config)
         set_determinism(self.cfg)
         torch.set_num_threads(self.cfg.runtime.threads_per_worker)

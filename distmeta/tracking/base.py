@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -45,9 +45,10 @@ class Tracker(Protocol):
         ...
 
     def log_model(self, config_path: str, params_path: str, example: Mapping[str, Any],
-                  register: str | None = None) -> str | None:
-        """Log the run's final parameters as a model that adapts and predicts (registered as
-        ``register`` when given); its URI, or ``None`` when nothing was logged."""
+                  register: str | None = None, code: Sequence[str] = ()) -> str | None:
+        """Log the run's final parameters as a model that adapts and predicts (with the user's
+        ``code``; registered as ``register`` when given); its URI, or ``None`` when nothing was
+        logged."""
         ...
 
     def end_children(self, status_by_run_dir: Mapping[str, str]) -> int:
@@ -98,7 +99,7 @@ class NullTracker:
         """Drop the data."""
 
     def log_model(self, config_path: str, params_path: str, example: Mapping[str, Any],
-                  register: str | None = None) -> str | None:
+                  register: str | None = None, code: Sequence[str] = ()) -> str | None:
         """Log nothing; return ``None``."""
         return None
 

@@ -272,14 +272,16 @@ class MlflowTracker:
 
     # ----------------------------------------------------------------- models
     def log_model(self, config_path: str, params_path: str, example: Mapping[str, Any],
-                  register: str | None = None) -> str | None:
-        """The run's final parameters as a pyfunc model (:mod:`distmeta.tracking.model`);
-        its model URI, or ``None`` when MLflow refused (a warning, never a lost run)."""
+                  register: str | None = None, code: Sequence[str] = ()) -> str | None:
+        """The run's final parameters as a pyfunc model (:mod:`distmeta.tracking.model`), with
+        the user's ``code`` beside distmeta's; its model URI, or ``None`` when MLflow refused (a
+        warning, never a lost run)."""
         if self.run_id is None:
             return None
         from distmeta.tracking.model import log_model
 
-        return log_model(self.tracking_uri, self.run_id, config_path, params_path, dict(example), register)
+        return log_model(self.tracking_uri, self.run_id, {"config": config_path, "params": params_path},
+                         dict(example), register, tuple(code))
 
     # ----------------------------------------------------------------- inputs
     def log_dataset(self, name: str, digest: str, source_type: str, source: str,

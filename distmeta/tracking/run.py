@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from distmeta import plugins
 from distmeta.config import RunConfig
 from distmeta.rundir import layout
 from distmeta.rundir.checkpoint import checkpoint_steps, load_checkpoint
@@ -175,7 +176,13 @@ class RunTracking:
             torch.save(final, self.local / layout.FINAL_CHECKPOINT)
             self.tracker.log_artifact(str(self.local / layout.FINAL_CHECKPOINT), layout.CHECKPOINTS)
             if status == "FINISHED" and self.cfg.tracking.log_model:
-                self._log_model(config, {"step": step, "params": final["params"]})
+                given = [n for n in (self.cfg.model.name, self.cfg.task.family, self.cfg.algorithm.name)
+                         if n.startswith("given-")]
+                if given:
+                    log.info("no MLflow model logged: %s were Python objects handed to distmeta.fit; name them by "
+                             "import path (package.module:attr) to log one", ", ".join(given))
+                else:
+                    self._log_model(config, {"step": step, "params": final["params"]})
         curves = {k: [(s, m[k]) for s, m in history if k in m] for k in CURVES}
         curves = {k: v for k, v in curves.items() if v}
         if curves:
@@ -191,5 +198,6 @@ class RunTracking:
         batch = next(iter(evaluation_batches(self.cfg, None, 2)))
         example = {"support_x": batch.support_x.numpy(), "support_y": batch.support_y.numpy(),
                    "query_x": batch.query_x.numpy()}
+        code = plugins.local_code(self.cfg.import_paths())
         self.model_uri = self.tracker.log_model(str(config), str(params), example,
-                                                self.cfg.tracking.registered_model)
+                                                self.cfg.tracking.registered_model, code)

@@ -85,6 +85,20 @@ def source_tags(argv: list[str] | None = None) -> dict[str, str]:
             "distmeta.command": command}
 
 
+def project_tags(project_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The user's own project: the git work tree of the working directory (``project_dir``),
+    when it is not distmeta's own: ``distmeta.project_commit``, ``distmeta.project_dirty`` and
+    ``distmeta.project_dir``, beside distmeta's version and commit."""
+    where = Path(project_dir) if project_dir is not None else Path.cwd()
+    top = (_git(["rev-parse", "--show-toplevel"], where) or "").strip()
+    own = (_git(["rev-parse", "--show-toplevel"], None) or "").strip()
+    commit = (_git(["rev-parse", "HEAD"], where) or "").strip()
+    if not top or not commit or top == own:
+        return {}
+    return {"distmeta.project_commit": commit, "distmeta.project_dirty": str(git_dirty(where)).lower(),
+            "distmeta.project_dir": top}
+
+
 def git_dirty(repo_dir: str | os.PathLike[str] | None = None) -> bool | None:
     """Whether tracked files differ from the commit (the run's code is not exactly
     :func:`git_commit`), or ``None`` outside a work tree."""
@@ -105,7 +119,8 @@ def run_tags(
     Keys: ``distmeta.version``, ``ray.version``, ``mlflow.source.git.commit`` (MLflow shows it
     in the UI) and ``distmeta.git_commit``, ``distmeta.git_dirty`` (uncommitted changes to
     tracked files), ``distmeta.nodes``, ``distmeta.workers``, ``distmeta.run_dir`` (a URI as
-    given), the context tags of :func:`source_tags`, the Ray job's submission id (the runtime
+    given), the user's project commit (:func:`project_tags`), the context tags of
+    :func:`source_tags`, the Ray job's submission id (the runtime
     adds ``ray.job_id`` through ``extra``) and ``mlflow.parentRunId`` for a nested run;
     entries that are unknown are left out. ``extra`` is added last.
     """
@@ -126,7 +141,7 @@ def run_tags(
     if run_dir is not None:
         location = str(run_dir)
         tags["distmeta.run_dir"] = absolute(location)
-    tags |= source_tags() | ray_job()
+    tags |= source_tags() | ray_job() | project_tags()
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id  # nested under it in the MLflow UI
     tags.update(extra or {})

@@ -28,9 +28,9 @@ YAMLS = sorted(CLUSTER.glob("*.yaml"))
 
 
 def pins() -> dict[str, str]:
-    """Exact pins of pyproject.toml's dependencies, e.g. {"ray": "2.60.0", "torch": ...}."""
-    text = (ROOT / "pyproject.toml").read_text()
-    return {m[1].lower(): m[2] for m in re.finditer(r'"([\w-]+)(?:\[[\w,]+\])?==([\w.]+)"', text)}
+    """The versions distmeta is tested with (constraints.txt), e.g. {"ray": "2.60.0", "torch": ...}."""
+    text = (ROOT / "constraints.txt").read_text()
+    return {m[1].lower(): m[2] for m in re.finditer(r"(?m)^([\w.-]+)==([\w.]+)$", text)}
 
 
 INVOCATIONS = [(p.name, argv) for p in sorted(CLUSTER.glob("*")) if p.is_file() for argv in commands(p, "distmeta")]

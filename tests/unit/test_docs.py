@@ -29,7 +29,8 @@ def test_commands_are_found_in_readme_and_docs():
 
 @pytest.mark.parametrize(("name", "argv"), INVOCATIONS, ids=[f"{n}:{' '.join(a[:2])}" for n, a in INVOCATIONS])
 def test_documented_command_parses_and_its_config_loads(name, argv):
-    check_distmeta_command(name, argv, ROOT, commands_with_config=("train", "config", "sweep"))
+    check_distmeta_command(name, argv, ROOT, commands_with_config=("train", "config", "sweep"),
+                           own_configs=("mine.yaml",))  # README's bring-your-own, run by test_bring_your_own.py
 
 
 def test_a_command_the_cli_does_not_take_is_caught(tmp_path):
