@@ -6,6 +6,25 @@ nothing heavy, so ``distmeta --help`` and error paths stay fast.
 """
 
 
+import reprlib
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 120
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = _SHORT.maxset = 8
+_SHORT.maxlevel = 3
+MAX_MESSAGE = 2000
+"""The longest an error message gets: a value shown in one is cut, never the whole of it."""
+
+
+def short(value: object) -> str:
+    """A bounded ``repr`` of ``value`` (a huge or deeply nested value is elided with ``...``)."""
+    return _SHORT.repr(value)
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    return message if len(message) <= limit else message[: limit - 25] + f" ... ({len(message)} characters)"
+
+
 class DistmetaError(Exception):
     """Base of the errors a user can fix from the message alone."""
 

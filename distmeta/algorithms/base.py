@@ -69,8 +69,8 @@ def score_sums(loss: Tensor, acc: Tensor) -> dict[str, Tensor]:
 
 
 def check_positive(owner: str, name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{owner}.{name}={value!r}: must be a number > 0")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise ValueError(f"{owner}.{name}={value!r}: must be a finite number > 0")
 
 
 def model_params(model: nn.Module) -> Params:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from distmeta import plugins
 from distmeta.config.run import RunConfig
-from distmeta.errors import ConfigError
+from distmeta.errors import ConfigError, bounded
 
 
 class _Loader(yaml.SafeLoader):
@@ -29,9 +29,34 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
     |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$""", re.X), list("-+0123456789."))
 
 
-def parse_yaml(text: str) -> Any:
-    """Parse YAML text the way every config, override and run directory is read."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+MAX_VALUES = 100_000
+"""The most values a config may hold once its YAML aliases are expanded."""
+
+
+def _expanded(value: Any, budget: int) -> int:
+    """How many values ``value`` holds with aliases expanded, counting down from ``budget``
+    (negative: too many; a billion-laughs document stops here at once)."""
+    budget -= 1
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        return budget
+    for item in items:
+        budget = _expanded(item, budget)
+        if budget < 0:
+            return budget
+    return budget
+
+
+def parse_yaml(text: str, where: str = "config") -> Any:
+    """Parse YAML text the way every config, override and run directory is read; a document
+    whose aliases expand to more than :data:`MAX_VALUES` values is refused."""
+    data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    if _expanded(data, MAX_VALUES) < 0:
+        raise ConfigError(f"{where}: holds more than {MAX_VALUES} values once its YAML aliases are expanded")
+    return data
 
 
 def _format(exc: ValidationError) -> str:
@@ -42,7 +67,7 @@ def _format(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         lines.append(msg if path and msg.startswith(path.split(".")[0] + ".") or not path else f"{path}: {msg}")
-    return "; ".join(lines)
+    return bounded("; ".join(bounded(line, 500) for line in lines))
 
 
 def validate(data: dict[str, Any]) -> RunConfig:
@@ -63,7 +88,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r}: empty key")
     try:
-        value = parse_yaml(raw) if raw else None
+        value = parse_yaml(raw, f"override {key}") if raw else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
     return key.split("."), value
@@ -90,7 +115,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        data = parse_yaml(p.read_text()) or {}
+        data = parse_yaml(p.read_text(), f"config file {str(p)!r}") or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

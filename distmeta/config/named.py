@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from typing import Any, ClassVar, Literal
@@ -17,11 +18,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from distmeta import plugins
+from distmeta.errors import short
 from distmeta.models.base import functional_batchnorm
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """A config section: unknown keys and non-finite numbers (``.inf``, ``.nan``) are refused."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def arguments(target: Any, skip: tuple[str, ...] = ()) -> dict[str, inspect.Parameter]:
@@ -68,12 +72,14 @@ def check_kwargs(section: str, target: Any, kwargs: dict[str, Any], skip: tuple[
         hint = hints.get(key)
         if hint is None or isinstance(hint, str):
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{section}.{key}={short(value)}: must be a finite number")
         if not _checkable(hint):  # a tensor, a module ...: the class checks it itself
             continue
         try:
             coerced = TypeAdapter(hint).validate_python(value, strict=False)
         except ValidationError as exc:
-            raise ValueError(f"{section}.{key}={value!r}: {exc.errors()[0]['msg']}") from None
+            raise ValueError(f"{section}.{key}={short(value)}: {exc.errors()[0]['msg']}") from None
         if isinstance(coerced, (int, float)) and not isinstance(coerced, bool) and isinstance(value, str):
             out[key] = coerced
     return out
@@ -82,7 +88,7 @@ def check_kwargs(section: str, target: Any, kwargs: dict[str, Any], skip: tuple[
 class OpenSection(Section):
     """A section naming a class; its other keys are that class's arguments (``kwargs``)."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
     _section: ClassVar[str] = ""
 
     @property
@@ -178,9 +184,9 @@ class TaskConfig(OpenSection):
                 raise ValueError(f"task.{key}: unknown key for {self.family}; valid keys: {sorted(valid)}")
             kind = IMAGE_KEYS.get(key)
             if kind is not None and not isinstance(value, kind):
-                raise ValueError(f"task.{key}={value!r}: expected {kind.__name__}")
+                raise ValueError(f"task.{key}={short(value)}: expected {kind.__name__}")
             if key == "labels" and value not in ("episode", "global"):
-                raise ValueError(f"task.labels={value!r}: expected 'episode' or 'global'")
+                raise ValueError(f"task.labels={short(value)}: expected 'episode' or 'global'")
         return self
 
     @property

@@ -9,6 +9,9 @@ from pydantic import Field, model_validator
 from distmeta import plugins
 from distmeta.config.named import Section, arguments, check_kwargs
 
+WEEK_S = 7 * 24 * 3600.0
+YEAR_S = 365 * 24 * 3600.0
+
 
 class OuterConfig(Section):
     """The outer (meta) optimiser, on the parameter server."""
@@ -17,17 +20,17 @@ class OuterConfig(Section):
                            "torch.optim.Optimizer class (torch.optim:AdamW, mypkg.opt:Lion)")
     optimizer_args: dict[str, Any] = Field(default_factory=dict, description="other keyword arguments of the "
                                            "optimizer (betas, eps, nesterov ...), checked against its signature")
-    lr: float = Field(1e-3, gt=0, description="outer learning rate (the peak, under a schedule)")
+    lr: float = Field(1e-3, gt=0, le=1e3, description="outer learning rate (the peak, under a schedule)")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (outer.optimizer: sgd)")
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay of the outer optimiser")
     schedule: Literal["constant", "cosine"] = Field("constant", description="the outer learning rate after "
                                                     "warm-up: constant, or cosine decay to 0 at outer.steps")
-    warmup_steps: int = Field(0, ge=0, description="linear warm-up of the outer learning rate over this many steps")
+    warmup_steps: int = Field(0, ge=0, le=10**9, description="linear warm-up of the outer learning rate over this many steps")
     clip_grad_norm: float | None = Field(None, gt=0, description="clip the global norm of the meta-gradient "
                                          "to this value (null: no clipping)")
     zero_head: bool = Field(False, description="the zeroing trick (Kao et al. 2022): set the linear head to "
                             "zero at the start and after every outer step")
-    steps: int = Field(1000, ge=1, description="outer steps to train")
+    steps: int = Field(1000, ge=1, le=10**9, description="outer steps to train")
 
     @model_validator(mode="after")
     def _check(self) -> OuterConfig:
@@ -47,35 +50,35 @@ class OuterConfig(Section):
 class RuntimeConfig(Section):
     """How the meta-batch is cut and placed on the cluster, and how faults and stops are handled."""
 
-    meta_batch: int = Field(25, ge=1, description="tasks per outer step")
-    logical_shards: int = Field(5, ge=1, description="fixed shards the meta-batch is cut into: the leaves of the "
+    meta_batch: int = Field(25, ge=1, le=10**7, description="tasks per outer step")
+    logical_shards: int = Field(5, ge=1, le=10**5, description="fixed shards the meta-batch is cut into: the leaves of the "
                                 "reduction tree, so results do not depend on the number of workers")
-    workers: int = Field(2, ge=1, description="worker actors computing the logical shards' meta-gradients")
+    workers: int = Field(2, ge=1, le=10**4, description="worker actors computing the logical shards' meta-gradients")
     cpus_per_worker: float = Field(1.0, ge=0, description="CPUs Ray reserves per worker")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs Ray reserves per worker (a worker with a GPU "
                                    "computes on it)")
-    threads_per_worker: int = Field(1, ge=1, description="torch threads in each worker and server")
+    threads_per_worker: int = Field(1, ge=1, le=1024, description="torch threads in each worker and server")
     placement: Literal["spread", "pack"] = Field("spread", description="the workers' placement group strategy: "
                                                  "spread over nodes, or pack onto few")
     on_worker_loss: Literal["reassign", "wait"] = Field("reassign", description="a lost worker's shards are "
                                                         "recomputed by the live workers, or by it once restarted")
-    step_timeout_s: float = Field(300.0, gt=0, description="a worker that does not answer a step within this "
+    step_timeout_s: float = Field(300.0, gt=0, le=WEEK_S, description="a worker that does not answer a step within this "
                                   "is restarted and its shards recomputed")
-    server_timeout_s: float = Field(300.0, gt=0, description="bound on every wait for the parameter server")
-    max_step_retries: int = Field(5, ge=0, description="retries of a step's failed shards (or of a failed apply) "
+    server_timeout_s: float = Field(300.0, gt=0, le=WEEK_S, description="bound on every wait for the parameter server")
+    max_step_retries: int = Field(5, ge=0, le=1000, description="retries of a step's failed shards (or of a failed apply) "
                                   "before the run fails")
-    time_limit_s: float | None = Field(None, gt=0, description="wall time of the step loop (a job's allocation, a "
+    time_limit_s: float | None = Field(None, gt=0, le=YEAR_S, description="wall time of the step loop (a job's allocation, a "
                                        "CPU budget): training stops after the step that crosses it, checkpoints, "
                                        "evaluates; --resume continues")
-    stop_grace_s: float = Field(20.0, gt=0, description="after SIGTERM/SIGINT, how long the steps in flight may "
+    stop_grace_s: float = Field(20.0, gt=0, le=WEEK_S, description="after SIGTERM/SIGINT, how long the steps in flight may "
                                 "take to finish before they are abandoned")
-    max_lag: int = Field(2, ge=0, description="steps submitted ahead of the one the driver collects (pipelining)")
-    server_shards: int = Field(1, ge=1, description="parameter-server actors the parameters are split over")
+    max_lag: int = Field(2, ge=0, le=64, description="steps submitted ahead of the one the driver collects (pipelining)")
+    server_shards: int = Field(1, ge=1, le=1024, description="parameter-server actors the parameters are split over")
     node_aggregation: bool = Field(True, description="pre-sum the gradients of a node's workers on that node, "
                                    "so the server receives one per node")
     deterministic: bool = Field(False, description="deterministic torch (and cuDNN) kernels, for bit-identity "
                                 "on GPUs")
-    placement_wait_s: float = Field(0.0, ge=0, description="how long to wait for an autoscaling cluster to grow "
+    placement_wait_s: float = Field(0.0, ge=0, le=WEEK_S, description="how long to wait for an autoscaling cluster to grow "
                                     "to the resources asked for (0: too small a cluster is an error at once)")
     dtype: Literal["float32", "float64"] = Field("float32", description="dtype of parameters, episodes and "
                                                  "gradient sums")
@@ -110,7 +113,7 @@ class DataConfig(Section):
     split: str = Field("train", description="the split to meta-train on")
     on_error: Literal["raise", "skip"] = Field("raise", description="a missing or corrupt shard file: an error "
                                                "naming it, or skipped and counted")
-    cache_mb: float = Field(512.0, ge=0, description="bound on each worker's image cache")
+    cache_mb: float = Field(512.0, ge=0, le=10**7, description="bound on each worker's image cache")
     eval_seed: int = Field(0, ge=0, description="seed of the numbered set of held-out image episodes (the same "
                            "for every run)")
 
@@ -122,7 +125,7 @@ class TrackingConfig(Section):
     uri: str | None = Field(None, description="tracking URI (null: $MLFLOW_TRACKING_URI, else an SQLite store "
                             "mlflow.db in the working directory)")
     experiment: str = Field("distmeta", description="MLflow experiment, created when missing")
-    log_every: int = Field(10, ge=1, description="log the training metrics every this many steps")
+    log_every: int = Field(10, ge=1, le=10**9, description="log the training metrics every this many steps")
     system_metrics: bool = Field(True, description="record MLflow's system/* metrics (CPU, memory, GPU)")
     log_model: bool = Field(True, description="log the final parameters as a pyfunc model that adapts and predicts")
     registered_model: str | None = Field(None, description="also register the logged model under this name")
@@ -132,16 +135,16 @@ class TrackingConfig(Section):
 class CheckpointConfig(Section):
     """Checkpoints of the parameter server, in ``RUN_DIR/checkpoints``."""
 
-    every: int = Field(100, ge=1, description="write a checkpoint every this many steps")
-    keep: int = Field(3, ge=1, description="keep the newest this many checkpoints")
+    every: int = Field(100, ge=1, le=10**9, description="write a checkpoint every this many steps")
+    keep: int = Field(3, ge=1, le=10**4, description="keep the newest this many checkpoints")
 
 
 class EvalConfig(Section):
     """Meta-test on held-out tasks after training and in ``distmeta eval``."""
 
-    episodes: int = Field(600, ge=1, description="held-out tasks to evaluate on")
-    steps: int | None = Field(None, ge=0, description="inner steps at test time (null: the rule's inner_steps)")
-    batch: int = Field(25, ge=1, description="held-out tasks adapted at once")
+    episodes: int = Field(600, ge=1, le=10**6, description="held-out tasks to evaluate on")
+    steps: int | None = Field(None, ge=0, le=10**5, description="inner steps at test time (null: the rule's inner_steps)")
+    batch: int = Field(25, ge=1, le=10**5, description="held-out tasks adapted at once")
     split: str = Field("test", description="the held-out split")
     way: int | None = Field(None, ge=2, description="image tasks: classes per test task (null: task.way)")
     shot: int | None = Field(None, ge=1, description="image tasks: support examples per class (null: task.shot)")

@@ -23,3 +23,9 @@ class ShardError(DataError):
 
 class ManifestError(DataError):
     """The manifest is missing, unreadable, inconsistent, or does not match the run config."""
+
+
+class ShardUnavailable(DataError):
+    """A shard file could not be read for a reason outside the file (an I/O error that
+    persisted through the retries). Unlike a :class:`ShardError` it is never a reason to skip
+    the file: that would make one worker's luck decide which episodes it draws."""

@@ -91,8 +91,9 @@ def _header(block: bytes, path: str, offset: int) -> tuple[str, int, bytes] | No
     return full.decode("utf-8", "surrogateescape"), _octal(block[124:136], path, "size", offset), block[156:157]
 
 
-def _members(reader: _HashingReader, path: str) -> Iterator[tuple[str, int, int, bytes]]:
-    """``(name, header offset, data offset, data)`` of each regular member, in file order."""
+def _members(reader: _HashingReader, path: str, file_bytes: int) -> Iterator[tuple[str, int, int, bytes]]:
+    """``(name, header offset, data offset, data)`` of each regular member, in file order; a
+    header claiming more bytes than the file (``file_bytes``) holds is a corrupt tar."""
     offset = 0
     while True:
         block = reader.read(BLOCK)
@@ -100,6 +101,9 @@ def _members(reader: _HashingReader, path: str) -> Iterator[tuple[str, int, int,
         if head is None:
             return
         name, size, kind = head
+        if size > file_bytes - offset - BLOCK:
+            raise ShardError(path, f"corrupt tar: member {name[:100]!r} at byte {offset} claims {size} bytes, "
+                                   f"more than the file's {file_bytes}")
         data = reader.read(size)
         pad = -size % BLOCK
         if len(data) < size or len(reader.read(pad)) < pad:
@@ -188,7 +192,7 @@ def index_shard(fs: Any, base: str, row: ShardRow) -> tuple[EpisodeSpan, ...]:
         raise ShardError(row.path, "file is missing (the manifest lists it)") from exc
     reader, spans, problem = _HashingReader(raw), _Spans(row), None
     try:
-        for member in _members(reader, row.path):
+        for member in _members(reader, row.path, row.bytes):
             spans.add(*member)
         spans.close()
     except ShardError as exc:

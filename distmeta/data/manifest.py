@@ -23,7 +23,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from distmeta.data.errors import ManifestError
+from distmeta.errors import short
 from distmeta.uri import absolute, filesystem
+
+MAX_COUNT = 2**40
+"""The largest count (bytes, episodes, images) a manifest row may give."""
+MIN_RECORD_BYTES = 1024
+"""The least a record (tar headers and data blocks of its members) takes in a shard file."""
 
 FORMAT_VERSION = 2
 CLASS_FAMILY = "images"
@@ -122,13 +128,31 @@ class ShardRow:
         try:
             source = SourceIdentity(rec["source_name"], rec["source_sha256"],
                                     json.loads(rec["source_detail"]))
-            return cls(rec["path"], rec["split"], int(rec["shard_index"]), int(rec["episodes"]),
-                       int(rec["first_episode"]), int(rec["bytes"]), rec["sha256"], rec["family"],
-                       json.loads(rec["family_params"]), rec["loss"], json.loads(rec["shapes"]),
-                       int(rec["seed"]), source, int(rec.get("classes") or 0),
-                       int(rec.get("images") or 0))
+            row = cls(rec["path"], rec["split"], int(rec["shard_index"]), int(rec["episodes"]),
+                      int(rec["first_episode"]), int(rec["bytes"]), rec["sha256"], rec["family"],
+                      json.loads(rec["family_params"]), rec["loss"], json.loads(rec["shapes"]),
+                      int(rec["seed"]), source, int(rec.get("classes") or 0),
+                      int(rec.get("images") or 0))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"{where}: malformed row for shard {rec.get('path')!r} ({exc!r})") from exc
+            raise ManifestError(f"{where}: malformed row for shard {short(rec.get('path'))} ({short(exc)})") from exc
+        row.check(where)
+        return row
+
+    def check(self, where: str) -> None:
+        """A path inside the data directory, and counts a file can hold."""
+        path = self.path
+        if (not isinstance(path, str) or not path or path.startswith(("/", "\\")) or "\\" in path or "://" in path
+                or any(part in ("", ".", "..") for part in path.split("/"))):
+            raise ManifestError(f"{where}: shard path {short(path)} is not a plain relative path inside the data "
+                                "directory")
+        counts = {"episodes": self.episodes, "bytes": self.bytes, "classes": self.classes, "images": self.images,
+                  "first_episode": self.first_episode, "shard_index": self.shard_index}
+        bad = {k: v for k, v in counts.items() if not 0 <= v <= MAX_COUNT}
+        if bad:
+            raise ManifestError(f"{where}: shard {path}: counts out of range {bad} (0..{MAX_COUNT})")
+        if self.records * MIN_RECORD_BYTES > self.bytes or self.images > self.bytes:
+            raise ManifestError(f"{where}: shard {path}: {self.records} records and {self.images} images cannot fit "
+                                f"in its {self.bytes} bytes")
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,10 @@ class ShardEpisodeSource(OverStore):
         if n_tasks < 1 or step < 0 or seed < 0:
             raise ValueError(f"n_tasks={n_tasks}, step={step}, seed={seed}: need n_tasks >= 1, step >= 0, seed >= 0")
         logical = self._logical(shard)
+        if logical.episodes == 0:
+            raise ManifestError(f"{self.path}: logical shard {shard} owns no episodes ({len(self._store.rows)} files "
+                                f"for {self.n_logical_shards} logical shards); pack more files or lower "
+                                "runtime.logical_shards")
         positions = range(step * n_tasks, (step + 1) * n_tasks)
         self._store.index_many([self._row_at(logical, seed, q)[0] for q in positions])
         return [self._at(logical, seed, p) for p in positions]

@@ -21,13 +21,35 @@ from typing import Any, Literal
 import numpy as np
 
 from distmeta.data.episode import ARRAYS, EpisodeRecord, MemberCheck
-from distmeta.data.errors import ShardError
+from distmeta.data.errors import ShardError, ShardUnavailable
 from distmeta.data.index import EpisodeSpan, index_shard
 from distmeta.data.manifest import Manifest, ShardRow, SplitInfo, join, open_dir
 
 logger = logging.getLogger(__name__)
 OnError = Literal["raise", "skip"]
 ON_ERROR = ("raise", "skip")
+RETRY_WAITS_S = (0.1, 0.5, 2.0)
+"""The waits before each retry of a read that failed with an I/O error (a transient one)."""
+
+
+def retrying(path: str, what: str, fn: Any, on_retry: Any = None) -> Any:
+    """``fn()``, retried after each of :data:`RETRY_WAITS_S` while it raises an ``OSError``
+    (not a missing file: that is the file's own state); then :class:`ShardUnavailable`."""
+    for attempt, wait in enumerate((*RETRY_WAITS_S, None)):
+        try:
+            return fn()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if wait is None:
+                raise ShardUnavailable(f"shard {path}: {what} failed {attempt + 1} times ({exc}); the file is not "
+                                       "skipped for it (whether a file is used must not depend on one read's luck)"
+                                       ) from exc
+            logger.warning("shard %s: %s failed (%s); retrying in %g s", path, what, exc, wait)
+            if on_retry is not None:
+                on_retry()
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -47,7 +69,7 @@ def _attempt(fs: Any, base: str, row: ShardRow) -> tuple[tuple[EpisodeSpan, ...]
     """:func:`index_shard`'s spans or its error, and the seconds it took."""
     started = time.perf_counter()
     try:
-        result: tuple[EpisodeSpan, ...] | ShardError = index_shard(fs, base, row)
+        result: tuple[EpisodeSpan, ...] | ShardError = retrying(row.path, "checking", lambda: index_shard(fs, base, row))
     except ShardError as exc:
         result = exc
     return result, time.perf_counter() - started
@@ -131,10 +153,9 @@ class ShardStore:
             raise ShardError(row.path, "skipped earlier as bad")
         span = spans[i]
         started = time.perf_counter()
-        try:
-            buf = memoryview(self._handle(row).read_at(span.end - span.start, span.start))
-        except OSError as exc:
-            raise ShardError(row.path, f"read of episode {span.key} failed ({exc})") from exc
+        buf = memoryview(retrying(row.path, f"reading episode {span.key}",
+                                  lambda: self._handle(row).read_at(span.end - span.start, span.start),
+                                  lambda: self._close(row.path)))
         if len(buf) != span.end - span.start:
             raise ShardError(row.path, f"episode {span.key}: short read; file changed since it was checked")
         arrays = {}
@@ -157,17 +178,15 @@ class ShardStore:
         span, size = spans[i], int(np.prod(image_shape))
         started = time.perf_counter()
         out = np.empty((len(picks), size), np.uint8)
-        handle = self._handle(row)
-        try:
-            for j, pick in enumerate(picks):
-                if not 0 <= pick < span.count:
-                    raise ValueError(f"image {pick} of class {span.key} in {row.path}: it has {span.count}")
-                buf = handle.read_at(size, span.pixels + pick * size)
-                if len(buf) != size:
-                    raise ShardError(row.path, f"class {span.key}: short read; file changed since it was checked")
-                out[j] = np.frombuffer(buf, np.uint8)
-        except OSError as exc:
-            raise ShardError(row.path, f"read of class {span.key} failed ({exc})") from exc
+        for j, pick in enumerate(picks):
+            if not 0 <= pick < span.count:
+                raise ValueError(f"image {pick} of class {span.key} in {row.path}: it has {span.count}")
+            buf = retrying(row.path, f"reading class {span.key}",
+                           lambda pick=pick: self._handle(row).read_at(size, span.pixels + pick * size),
+                           lambda: self._close(row.path))
+            if len(buf) != size:
+                raise ShardError(row.path, f"class {span.key}: short read; file changed since it was checked")
+            out[j] = np.frombuffer(buf, np.uint8)
         self.stats.bytes += out.nbytes
         self.stats.read_seconds += time.perf_counter() - started
         return out.reshape(len(picks), *image_shape)
