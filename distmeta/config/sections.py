@@ -84,6 +84,8 @@ class RuntimeConfig(Section):
                                                  "gradient sums")
     precision: Literal["float32", "bf16"] = Field("float32", description="bf16: meta-gradients computed under "
                                                   "bf16 autocast (parameters and sums stay float32)")
+    lease_timeout_s: float = Field(60.0, ge=1, le=WEEK_S, description="a run directory's lease (one driver at a "
+                                   "time) whose heartbeat is older than this is taken over")
     runtime_env: dict[str, Any] | None = Field(None, description="Ray's runtime_env for every actor (working_dir, "
                                                "py_modules, pip, env_vars ...); the local packages that the config's "
                                                "import paths name are always added to py_modules")
@@ -137,6 +139,12 @@ class CheckpointConfig(Section):
 
     every: int = Field(100, ge=1, le=10**9, description="write a checkpoint every this many steps")
     keep: int = Field(3, ge=1, le=10**4, description="keep the newest this many checkpoints")
+    retries: int = Field(3, ge=0, le=100, description="retries of a checkpoint write that failed, before the run "
+                         "stops (with its state in checkpoint.fallback_dir)")
+    retry_wait_s: float = Field(1.0, ge=0, le=3600, description="wait before the first retry of a failed checkpoint "
+                                "write; doubled before each next one")
+    fallback_dir: str | None = Field(None, description="a local folder for the state of a run whose checkpoints "
+                                     "cannot be written (null: ~/.cache/distmeta/fallback/RUN_NAME)")
 
 
 class EvalConfig(Section):

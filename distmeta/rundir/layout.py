@@ -5,6 +5,7 @@ A training run's directory (a local path or a ``pyarrow.fs`` URI)::
     config.yaml          the resolved config: what --resume, eval and the logged model read
     tracking.json        the MLflow run id and tracking URI of the run
     code.json            where the user's own code (named by import path) was imported from
+    lease.json           the driver that holds the run (host, pid, heartbeat)
     train.log            everything the driver logged (local run directories)
     checkpoints/         step-XXXXXXXX.pt, or step-XXXXXXXX.shard-k-of-K.pt per server shard
     tracking/            the tracker's spill files (what could not be sent yet) and the
@@ -28,6 +29,7 @@ from distmeta.rundir.storage import RunDir, is_uri
 CONFIG = "config.yaml"
 TRACKING = "tracking.json"
 CODE = "code.json"
+LEASE = "lease.json"
 LOG = "train.log"
 CHECKPOINTS = "checkpoints"
 SPILL = "tracking"

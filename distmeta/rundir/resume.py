@@ -29,7 +29,8 @@ RUN_ONLY_PREFIXES = ("run_dir", "tracking.", "eval.", "checkpoint.", "data.on_er
                      "runtime.threads_per_worker", "runtime.placement", "runtime.on_worker_loss",
                      "runtime.step_timeout_s", "runtime.server_timeout_s", "runtime.max_step_retries",
                      "runtime.time_limit_s", "runtime.stop_grace_s", "runtime.max_lag", "runtime.node_aggregation",
-                     "runtime.placement_wait_s")
+                     "runtime.placement_wait_s", "runtime.lease_timeout_s", "runtime.runtime_env",
+                     "runtime.server_shards")
 """Key paths that say how a run is executed, not what it computes: they may change on resume."""
 
 

@@ -6,6 +6,7 @@ reader never sees half a file (on object stores the upload itself is all-or-noth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -17,8 +18,35 @@ from distmeta.uri import absolute, filesystem, is_uri
 __all__ = ["RunDir", "is_uri"]
 
 
+FILE_MODE = 0o600
+"""Run files are readable by their owner only (they can hold tokens and data paths)."""
+
+
+def _write_synced(tmp: str, final: str, data: bytes, mode: int) -> None:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    folder = os.open(os.path.dirname(final) or ".", os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[: 1 << 28]):]
+
+
 class RunDir:
     """Files of one run under ``location`` (local path or filesystem URI)."""
+
+    mode = FILE_MODE
 
     def __init__(self, location: str) -> None:
         if not location:
@@ -38,14 +66,28 @@ class RunDir:
     def makedirs(self, name: str = "") -> None:
         self.fs.create_dir(self.path(name), recursive=True)
 
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
     def write_bytes(self, name: str, data: bytes) -> None:
-        """Write atomically: temporary file, then rename."""
+        """Write atomically: a temporary file, then a rename; on local storage the file and its
+        folder are fsynced (a crash leaves the old file or the new one, whole). A failed write
+        leaves no temporary file behind."""
         parent = os.path.dirname(name)
         self.makedirs(parent)
         tmp = self.path(f"{parent}/.tmp-{uuid.uuid4().hex}" if parent else f".tmp-{uuid.uuid4().hex}")
-        with self.fs.open_output_stream(tmp) as out:
-            out.write(data)
-        self.fs.move(tmp, self.path(name))
+        try:
+            if self.local:
+                _write_synced(tmp, self.path(name), data, self.mode)
+                return
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+            self.fs.move(tmp, self.path(name))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.delete_file(tmp)
+            raise
 
     def write_text(self, name: str, text: str) -> None:
         self.write_bytes(name, text.encode())
@@ -64,8 +106,9 @@ class RunDir:
         return self.fs.get_file_info(self.path(name)).type != pafs.FileType.NotFound
 
     def list(self, folder: str) -> list[str]:
-        """Names (relative to ``folder``) of the files in ``folder``; empty when it does not exist."""
-        if not self.exists(folder):
+        """Names (relative to ``folder``) of the files in ``folder``; empty when it does not
+        exist or is not a folder."""
+        if self.fs.get_file_info(self.path(folder)).type != pafs.FileType.Directory:
             return []
         infos = self.fs.get_file_info(pafs.FileSelector(self.path(folder), recursive=False))
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)

@@ -39,6 +39,14 @@ from distmeta.types import Params
 log = logging.getLogger(__name__)
 
 
+class CheckpointsFailing(RuntimeError):
+    """A server shard's checkpoints failed through every retry: the run must not train on."""
+
+    def __init__(self, step: int, reason: str, failures: float) -> None:
+        super().__init__(reason)
+        self.step, self.reason, self.failures = step, reason, failures
+
+
 @dataclass
 class Submitted:
     """One step in flight: who computes which shards, and the refs of what comes back."""
@@ -148,6 +156,9 @@ class Pipeline:
             self.sync()
             return None
         self.policy.count_restarts([s.pop("incarnation") for s in stats])
+        errors = [e for e in (s.pop("checkpoint_error") for s in stats) if e]
+        if errors:
+            raise CheckpointsFailing(sub.step, errors[0], sum(s["checkpoint_failures"] for s in stats))
         now = time.perf_counter()
         step_s = now - self.last_collect if self.last_collect is not None else timing["compute_s"]
         self.last_collect = now
@@ -155,6 +166,7 @@ class Pipeline:
         out = mean_metrics(metrics, n) | stats[0] | timing | {
             "server_s": max(s["server_s"] for s in stats),
             "server_in_floats": sum(s["server_in_floats"] for s in stats),
+            "checkpoint_failures": sum(s["checkpoint_failures"] for s in stats),
             "step_s": step_s, "tasks_per_s": n / step_s} | self.policy.counters.metrics()
         return Collected(sub.step, out, sub.states)
 

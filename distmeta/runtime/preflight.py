@@ -8,13 +8,18 @@ import torch
 from distmeta import plugins
 from distmeta.config import IMAGE_FAMILIES, RunConfig
 from distmeta.errors import ConfigError
+from distmeta.rundir.checkpoint import newest_readable
 from distmeta.rundir.model_init import initial_params
+from distmeta.rundir.storage import RunDir
 from distmeta.tasks.sources import check_data, task_source
 
 
 def check(cfg: RunConfig) -> None:
-    """The data, ``model.init`` fitting the model, and the user's own model, task family or
-    rule running on the engine."""
+    """A checkpoint to continue from that reads (when the run has any), the data,
+    ``model.init`` fitting the model, and the user's own model, task family or rule running
+    on the engine."""
+    if cfg.run_dir:
+        newest_readable(RunDir(cfg.run_dir))  # a run whose checkpoints all fail to read is refused here
     if cfg.model.init:
         initial_params(cfg)  # a checkpoint that does not fit is a ConfigError
     check_data(cfg)

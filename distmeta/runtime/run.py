@@ -28,6 +28,7 @@ from distmeta.errors import NotFound
 from distmeta.evaluation import EvalReport, diagnostics, evaluate
 from distmeta.rundir import layout
 from distmeta.rundir.checkpoint import load_checkpoint
+from distmeta.rundir.lease import Lease
 from distmeta.rundir.resume import open_run, read_run_config
 from distmeta.rundir.storage import RunDir
 from distmeta.runtime import preflight
@@ -40,8 +41,14 @@ from distmeta.runtime.actors import (
     server_get,
 )
 from distmeta.runtime.cluster import connect, job_tags, live_nodes
+from distmeta.runtime.fallback import (
+    StorageFailed,
+    failure_tags,
+    is_storage_failure,
+    write_fallback,
+)
 from distmeta.runtime.faults import Counters, FaultPolicy
-from distmeta.runtime.pipeline import Collected, Pipeline
+from distmeta.runtime.pipeline import CheckpointsFailing, Collected, Pipeline
 from distmeta.runtime.stop import StepAbandoned, StopPolicy, exit_code
 from distmeta.tracking.run import RunTracking
 from distmeta.types import Params
@@ -128,6 +135,14 @@ class Run:
         """Meta-train to ``outer.steps`` (or stop after ``until_step``), then evaluate on held-out
         tasks; SIGTERM/SIGINT stop cleanly with a checkpoint (``result.stopped_by_signal``)."""
         start = time.perf_counter()
+        lease = Lease(self.rd, self.cfg.runtime.lease_timeout_s).acquire()
+        try:
+            return self._train(start, address, until_step, callbacks, evaluate_at_end)
+        finally:
+            lease.release()
+
+    def _train(self, start: float, address: str | None, until_step: int | None, callbacks: Callbacks | None,
+               evaluate_at_end: bool) -> TrainResult:
         self.check()
         rt = self.cfg.runtime
         target = min(self.cfg.outer.steps, until_step) if until_step is not None else self.cfg.outer.steps
@@ -141,14 +156,12 @@ class Run:
                 tracking.open_training(nodes=live_nodes(), workers=rt.workers, extra=job_tags())
                 result = self._loop(actors, stop, callbacks or Callbacks(), start)
                 result.run_id, result.tracking_uri = tracking.run_id, tracking.tracking_uri
-                if result.stopped_by_signal:
-                    status = "KILLED"
-                    return result
-                if evaluate_at_end and (result.step >= self.cfg.outer.steps or result.stopped_by_time_limit):
-                    result.evaluation = evaluate(self.cfg, result.params)
-                status = "FINISHED"
+                status = self._evaluate(result, stop, evaluate_at_end)
                 return result
-            except (KeyboardInterrupt, StepAbandoned):
+            except StorageFailed as exc:
+                tracking.fail(failure_tags(exc))
+                raise
+            except KeyboardInterrupt:
                 status = "KILLED"
                 raise
             finally:
@@ -158,6 +171,23 @@ class Run:
                 if result is not None:
                     result.model_uri = tracking.model_uri
                 session.shutdown()
+
+    def _evaluate(self, result: TrainResult, stop: StopPolicy, evaluate_at_end: bool) -> str:
+        """The final evaluation, after the checkpoint; a signal during it stops it (the run is
+        KILLED, its exit 128 + the signal). The run's status."""
+        if result.stopped_by_signal:
+            return "KILLED"
+        if evaluate_at_end and (result.step >= self.cfg.outer.steps or result.stopped_by_time_limit):
+            stop.signals.evaluating()
+            log.info("meta-testing the parameters of step %d on %d held-out episodes (%s)", result.step,
+                     self.cfg.eval.episodes, self.cfg.eval.split)
+            try:
+                result.evaluation = evaluate(self.cfg, result.params)
+            except StepAbandoned as exc:
+                log.warning("evaluation stopped: %s", exc)
+                result.stopped_by_signal = stop.signals.signum
+                return "KILLED"
+        return "FINISHED"
 
     def _loop(self, actors: Actors, stop: StopPolicy, cb: Callbacks, start: float) -> TrainResult:
         """Submit ahead (up to ``runtime.max_lag`` steps), collect in order, record each step.
@@ -177,7 +207,11 @@ class Run:
                     pipe.submit()
                 if not pipe.inflight:
                     break
-                done = pipe.collect()
+                try:
+                    done = pipe.collect()
+                except CheckpointsFailing as exc:
+                    self.tracking.log_step(exc.step, {"checkpoint_failures": exc.failures}, last=True)
+                    raise write_fallback(self.cfg, self.rd, actors, self._tracked(), exc.reason) from None
                 if done is None:  # the server restarted: the pipeline goes on from its step
                     continue
                 result.first_step_s = result.first_step_s or time.perf_counter() - start
@@ -201,8 +235,17 @@ class Run:
             cb.on_validate(count, pipe.params(done))
         stop.check_time(count, self.cfg.outer.steps)
 
+    def _tracked(self) -> tuple[str | None, str | None]:
+        return self.tracking.run_id, self.tracking.tracking_uri
+
     def _end_loop(self, result: TrainResult, actors: Actors, stop: StopPolicy, start: float) -> TrainResult:
-        uri = server_get([s.checkpoint.remote() for s in actors.servers], self.cfg, "checkpoint()")[0]
+        try:
+            uri = server_get([s.checkpoint.remote() for s in actors.servers], self.cfg, "checkpoint()")[0]
+        except Exception as exc:
+            if not is_storage_failure(exc):
+                raise
+            reason = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
+            raise write_fallback(self.cfg, self.rd, actors, self._tracked(), reason) from None
         result.step, result.params = final_params(actors, self.cfg)
         result.stopped_by_time_limit = stop.timed_out
         if stop.signals.requested:

@@ -27,8 +27,14 @@ import torch
 
 from distmeta import plugins
 from distmeta.config import RunConfig, validate
+from distmeta.errors import CheckpointError, NotFound
 from distmeta.models import zero_head
-from distmeta.rundir.checkpoint import CheckpointWriter, checkpoint_steps, load_checkpoint
+from distmeta.rundir.checkpoint import (
+    CheckpointWriter,
+    clean_temporary,
+    load_checkpoint,
+    newest_readable,
+)
 from distmeta.rundir.model_init import initial_params
 from distmeta.rundir.storage import RunDir
 from distmeta.runtime.partition import partition
@@ -90,10 +96,14 @@ class ParameterServer:
         self.step, self.skipped = 0, 0
         self.incarnation = time.time()  # a restarted server (same actor) has a new one
         self.pending: tuple[int, Params, int, float] | None = None
-        self.writer = CheckpointWriter(self.run_dir, self.cfg.checkpoint.keep, shard, self.shards)
-        steps = checkpoint_steps(self.run_dir, self.shards)
-        if steps:
-            self.restore(steps[-1])
+        c = self.cfg.checkpoint
+        self.writer = CheckpointWriter(self.run_dir, c.keep, shard, self.shards, retries=c.retries,
+                                       retry_wait_s=c.retry_wait_s)
+        if shard == 0:
+            clean_temporary(self.run_dir)
+        state = newest_readable(self.run_dir)
+        if state is not None:
+            self.load(state)
             log.info("parameter server %d/%d restored step %d from %s", shard, self.shards, self.step,
                      self.run_dir.location)
         elif self.shards > 1:  # a step every shard can go back to, should one restart early
@@ -147,7 +157,8 @@ class ParameterServer:
         if self.step % self.cfg.checkpoint.every == 0:
             self.writer.submit(self.state())  # written behind the next steps
         stats |= {"skipped_steps": float(self.skipped), "server_s": reduce_s + time.perf_counter() - start,
-                  "server_in_floats": float(received), "incarnation": self.incarnation}
+                  "server_in_floats": float(received), "incarnation": self.incarnation,
+                  "checkpoint_failures": float(self.writer.failures), "checkpoint_error": self.writer.error}
         return stats, self.get()
 
     def apply(self, step: int, *block_lists: list[Block]) -> tuple[dict[str, float], State]:
@@ -168,9 +179,13 @@ class ParameterServer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        """This shard's checkpoint: its parameters, and the optimiser state by parameter name."""
+        opt, names = self.optimizer.state_dict(), list(self.params)
+        optimizer = {"by_name": True, "param_groups": [{k: v for k, v in g.items() if k != "params"}
+                                                       for g in opt["param_groups"]],
+                     "state": {names[i]: s for i, s in opt["state"].items()}}
         return {"step": self.step, "skipped": self.skipped,
-                "params": {k: v.detach().clone() for k, v in self.params.items()},
-                "optimizer": self.optimizer.state_dict()}
+                "params": {k: v.detach().clone() for k, v in self.params.items()}, "optimizer": optimizer}
 
     def checkpoint(self) -> str:
         """Write a checkpoint of the current step and wait until it is complete."""
@@ -180,15 +195,25 @@ class ParameterServer:
         """Load this shard's part of the checkpoint of ``step`` (the driver brings every
         server shard back to one complete step after one of them restarted)."""
         self.writer.flush()
-        state = load_checkpoint(self.run_dir, step, self.shard, self.shards)
+        state = load_checkpoint(self.run_dir, step)
         if state is None:
-            raise FileNotFoundError(f"{self.run_dir.location}: no checkpoint of step {step}")
-        missing = set(self.params) ^ set(state["params"])
-        if missing:
-            raise ValueError(f"checkpoint in {self.run_dir.location} does not match the model: parameters {sorted(missing)}")
+            raise NotFound(f"{self.run_dir.location}: no checkpoint of step {step}")
+        return self.load(state)
+
+    def load(self, state: dict[str, Any]) -> int:
+        """Take this shard's parameters and optimiser state from a whole-model checkpoint, of
+        this partition or another (a resume with another ``runtime.server_shards``)."""
+        missing = set(self.params) - set(state["params"])
+        if missing or set(state["params"]) - set(self.order):
+            raise CheckpointError(f"the checkpoint of step {state['step']} in {self.run_dir.location} does not match "
+                                  f"the model: parameters {sorted(missing ^ (set(state['params']) - set(self.order)))}")
         with torch.no_grad():
-            for k, v in state["params"].items():
-                self.params[k].copy_(v)
-        self.optimizer.load_state_dict(state["optimizer"])
+            for k in self.params:
+                self.params[k].copy_(state["params"][k])
+        opt = state["optimizer"]
+        names = list(self.params)
+        self.optimizer.load_state_dict({
+            "state": {i: opt["state"][n] for i, n in enumerate(names) if n in opt["state"]},
+            "param_groups": [dict(g, params=list(range(len(names)))) for g in opt["param_groups"]]})
         self.step, self.skipped, self.pending = int(state["step"]), int(state["skipped"]), None
         return self.step

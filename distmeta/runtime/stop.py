@@ -42,6 +42,7 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
         self._timer: threading.Timer | None = None
         self._expired = False
+        self.phase = "loop"
 
     @property
     def requested(self) -> bool:
@@ -61,11 +62,25 @@ class StopRequest:
         self._previous.clear()
 
     def disarm(self) -> None:
-        """The step loop has stopped: no more abandoning on time (a second signal still does)."""
+        """The step loop has stopped and the final checkpoint is being written: from now on a
+        signal is noted (for the exit code) but abandons nothing, however many arrive, so the
+        checkpoint completes (or the previous one stands)."""
         if self._timer is not None:
             self._timer.cancel()
+        self.phase = "finishing"
+
+    def evaluating(self) -> None:
+        """The final evaluation runs after the checkpoint: a signal now stops it at once."""
+        self.phase = "evaluating"
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.phase == "finishing":
+            self.signum = self.signum or signum
+            log.warning("received %s while writing the final checkpoint: it completes first", signal.Signals(signum).name)
+            return
+        if self.phase == "evaluating":
+            self.signum = self.signum or signum
+            raise StepAbandoned(f"{signal.Signals(signum).name} during the final evaluation (the checkpoint is written)")
         if self.signum is None:
             self.signum = signum
             log.warning("received %s: finishing the step in flight (at most runtime.stop_grace_s=%g s), "
@@ -78,6 +93,8 @@ class StopRequest:
         raise StepAbandoned(reason)
 
     def _expire(self) -> None:
+        if self.phase != "loop":
+            return
         self._expired = True
         _thread.interrupt_main(signal.SIGINT)
 

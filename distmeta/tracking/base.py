@@ -56,6 +56,10 @@ class Tracker(Protocol):
         their run directory; how many were ended."""
         ...
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags on the open run (a failure's reason, say)."""
+        ...
+
     def flush(self) -> None:
         """Send every buffered metric now."""
         ...
@@ -106,6 +110,9 @@ class NullTracker:
     def end_children(self, status_by_run_dir: Mapping[str, str]) -> int:
         """No nested runs: 0."""
         return 0
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Drop the tags."""
 
     def flush(self) -> None:
         """Nothing to send."""

@@ -187,6 +187,13 @@ class MlflowTracker:
                     tags={x.key: x.value for _, _, ts in rest for x in ts})
                 return
 
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set ``tags`` on the run (sent with ``log_batch``; spilled when the server is down)."""
+        if self.run_id is None:
+            return
+        tag_map = {validate_key(k, "tag"): truncate(k, str(v), MAX_TAG_VAL_LENGTH, "tag") for k, v in tags.items()}
+        self._log_params({}, tag_map)
+
     # ----------------------------------------------------------------- metrics
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         """Buffer ``metrics`` at ``step``; send when ``max_buffer`` values are waiting or the

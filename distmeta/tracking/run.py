@@ -161,6 +161,10 @@ class RunTracking:
             log.warning("could not write the run's artifacts: %s", exc)
         self.end(status)
 
+    def fail(self, tags: dict[str, Any]) -> None:
+        """Say on the run why it failed (its status is set by :meth:`finish`)."""
+        self.tracker.set_tags({k: str(v) for k, v in tags.items()})
+
     def end(self, status: str) -> None:
         self.tracker.end(status)
         self._sync()

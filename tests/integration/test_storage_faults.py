@@ -1,0 +1,155 @@
+"""Faults that long cluster runs meet, met through the command line as a user meets them; in
+each, nothing is lost: the run ends bit-identical to one that never met the fault.
+
+- checkpoint storage that fails: the run stops (non-zero exit, the MLflow run FAILED with the
+  reason), its state is in the fallback folder, and a resume from there ends bit-identical;
+- the newest checkpoint truncated to 0 bytes: the resume warns naming it and continues from
+  the previous one;
+- a resume with another number of server shards: it continues from the newest step;
+- run-directory names with spaces, ``#``, ``%``, ``?`` and non-ASCII characters;
+- a second driver on the same run directory is refused naming the holder, a dead holder's
+  lease is taken over;
+- repeated signals: the final checkpoint completes, the exit is 143.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from distmeta.rundir.checkpoint import checkpoint_steps, load_checkpoint
+from distmeta.rundir.storage import RunDir
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+DISTMETA = str(Path(sys.executable).with_name("distmeta"))
+BASE = ["configs/sinusoid_maml.yaml", "outer.steps=40", "checkpoint.every=10", "runtime.workers=1",
+        "runtime.meta_batch=10", "runtime.logical_shards=2", "eval.episodes=20", "tracking.enabled=false"]
+TRACKED = ["tracking.enabled=true", "tracking.log_model=false", "tracking.system_metrics=false"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def train(*args: str, ok: bool = True, timeout: float = 200) -> subprocess.CompletedProcess:
+    result = subprocess.run([DISTMETA, "train", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if ok:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+def final(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(RunDir(str(run_dir)))["params"]
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run every faulty one must end equal to."""
+    root = tmp_path_factory.mktemp("reference")
+    train(*BASE, "--run-dir", str(root / "run"), "--no-eval")
+    return final(root / "run")
+
+
+def test_storage_that_fails_stops_the_run_and_loses_nothing(reference, tmp_path):
+    run_dir, fallback, uri = tmp_path / "run", tmp_path / "fallback", f"sqlite:///{tmp_path}/mlflow.db"
+    run_dir.mkdir()
+    (run_dir / "checkpoints").write_text("not a folder")  # as a full disk or expired credentials look
+    started = time.perf_counter()
+    failed = train(*BASE, *TRACKED, f"tracking.uri={uri}", "checkpoint.retries=1", "checkpoint.retry_wait_s=0.05",
+                   f"checkpoint.fallback_dir={fallback}", "--run-dir", str(run_dir), ok=False)
+    took = time.perf_counter() - started
+    assert failed.returncode == 2 and "its state is in" in failed.stderr, failed.stderr[-2000:]
+    (saved,) = fallback.iterdir()
+    assert str(saved) in failed.stderr and "Traceback" not in failed.stderr
+    step = load_checkpoint(RunDir(str(saved)))["step"]
+    assert 10 <= step < 40 and took < 120
+    tracked = json.loads((saved / "tracking.json").read_text())
+    client = MlflowClient(uri)
+    run = client.get_run(tracked["run_id"])
+    assert run.info.status == "FAILED" and "could not be written" in run.data.tags["distmeta.failure"]
+    assert client.get_metric_history(run.info.run_id, "train/checkpoint_failures")[-1].value >= 2
+    train("--resume", str(saved), "--no-eval")
+    assert same(final(saved), reference)
+    assert client.get_run(tracked["run_id"]).info.status == "FINISHED"  # the same MLflow run, continued
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    train(*BASE, "--run-dir", str(run_dir), "--until-step", "30")
+    assert checkpoint_steps(RunDir(str(run_dir))) == [10, 20, 30]
+    shutil.copytree(run_dir, tmp_path / "copy")
+    (run_dir / "checkpoints" / "step-00000030.pt").write_bytes(b"")  # an unsynced rename, after a crash
+    resumed = train("--resume", str(run_dir), "--no-eval")
+    assert "skipping the checkpoint of step 30" in resumed.stderr and "step-00000030.pt cannot be read" in resumed.stderr
+    assert same(final(run_dir), reference)
+    for name in ("step-00000010.pt", "step-00000020.pt", "step-00000030.pt"):  # none reads: refused, not restarted
+        (tmp_path / "copy" / "checkpoints" / name).write_bytes(b"")
+    refused = train("--resume", str(tmp_path / "copy"), ok=False, timeout=60)
+    assert refused.returncode == 2 and "no checkpoint reads" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "copy" / "checkpoints" / "step-00000000.pt").exists()
+
+
+def test_a_resume_with_other_server_shards_continues_from_the_newest_step(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    train(*BASE, "--run-dir", str(run_dir), "--until-step", "20")
+    resumed = train("--resume", str(run_dir), "runtime.server_shards=2", "--no-eval")
+    assert "from step 20" in resumed.stdout + resumed.stderr
+    assert same(final(run_dir), reference)
+    assert (run_dir / "checkpoints" / "step-00000040.shard-1-of-2.pt").is_file()
+
+
+def test_run_directory_names_are_paths_and_one_driver_holds_one(tmp_path):
+    run_dir = tmp_path / "r#1 a b%20ü?x"
+    run_dir.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lease = {"host": socket.gethostname(), "pid": dead.pid, "token": "x", "started": time.time(), "heartbeat": time.time()}
+    (run_dir / "lease.json").write_text(json.dumps(lease))  # a driver that died: its lease is taken over
+    ran = train(*BASE, "--run-dir", str(run_dir), "--resume", "auto", "--until-step", "10", "--no-eval")
+    assert "taking over the lease" in ran.stderr
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "train.log").is_file()
+    assert checkpoint_steps(RunDir(str(run_dir))) == [10] and not (tmp_path / "r").exists()
+    assert not (run_dir / "lease.json").exists()  # released at the end
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (run_dir / "lease.json").write_text(json.dumps(lease | {"pid": holder.pid}))
+        refused = train(*BASE, "--run-dir", str(run_dir), "--resume", "auto", ok=False, timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refused.returncode == 2 and "in use by another driver" in refused.stderr
+    assert f"pid {holder.pid}" in refused.stderr
+
+
+def test_repeated_signals_let_the_final_checkpoint_complete(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [DISTMETA, "train", *BASE, "outer.steps=100000", "checkpoint.every=50", "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not checkpoint_steps(RunDir(str(run_dir))):
+            time.sleep(0.2)
+        for _ in range(5):
+            os.kill(proc.pid, signal.SIGTERM)
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    state = load_checkpoint(RunDir(str(run_dir)))
+    assert state["step"] >= 50 and checkpoint_steps(RunDir(str(run_dir)))[-1] == state["step"]
