@@ -5,12 +5,18 @@ Shards of split ``train`` are ``train-000000.tar``, ``train-000001.tar`` ... (th
 ``maxcount`` episodes or ``maxsize`` bytes. Every file is hashed (sha256) as it is written, so
 nothing is read back, and tar headers carry ``mtime=0``: the same seed gives byte-identical
 shards. Any ``pyarrow.fs`` URI works as the output directory.
+
+A repack never writes over what the current manifest names: it writes the next generation
+(``train-g1-000000.tar`` ...), switches the manifest (an atomic rename), and only then
+removes the old files; a pack that is killed leaves the previous data set as it was, and its
+own partial files are removed by the next pack.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -99,13 +105,13 @@ class _SplitWriter:
     It writes records of any kind (episodes, classes): each comes with its member shapes,
     which must be the same for the whole split, and its image count (0 for episodes)."""
 
-    def __init__(self, fs: pafs.FileSystem, base: str, spec: SplitSpec, layout: ShardLayout) -> None:
+    def __init__(self, fs: pafs.FileSystem, base: str, spec: SplitSpec, layout: ShardLayout, prefix: str) -> None:
         self._fs, self._base, self._spec = fs, base, spec
         self._stream: _HashingStream | None = None
         self._count = self._first = self._index = self._images = 0
         self._shapes: dict[str, dict[str, Any]] | None = None
         self.rows: list[ShardRow] = []
-        self._writer = wds.ShardWriter(f"{spec.split}-%06d.tar", maxcount=layout.maxcount,
+        self._writer = wds.ShardWriter(f"{prefix}%06d.tar", maxcount=layout.maxcount,
                                        maxsize=layout.maxsize, post=self._finish, verbose=0,
                                        opener=self._open, encoder=False, mtime=0)
 
@@ -172,7 +178,7 @@ def write_records(out_dir: str, spec: SplitSpec,
     layout = layout or ShardLayout()
     fs, base = open_dir(out_dir)
     fs.create_dir(base, recursive=True)
-    writer = _SplitWriter(fs, base, spec, layout)
+    writer = _SplitWriter(fs, base, spec, layout, file_prefix(out_dir, spec.split))
     with progress_bar(what or f"packing {spec.split}", total, progress) as advance:
         for sample, shapes, images in samples:
             writer.write(sample, shapes, images)
@@ -194,17 +200,34 @@ def write_split(out_dir: str, spec: SplitSpec, episodes: Iterable[EpisodeRecord]
     return write_records(out_dir, spec, samples(), total=total, layout=layout, progress=progress)
 
 
-def publish(out_dir: str, rows: list[ShardRow]) -> Manifest:
-    """Merge ``rows`` into the manifest, then delete shard files its old version listed for the
-    same splits that the new one no longer does (left over from a larger earlier pack)."""
-    fs, base = open_dir(out_dir)
+GENERATION = re.compile(r"^(?P<split>.+?)-(?:g(?P<gen>\d+)-)?\d{6}\.tar$")
+
+
+def _current_paths(out_dir: str) -> list[str]:
     try:
-        old = Manifest.read(out_dir).rows
+        return [r.path for r in Manifest.read(out_dir).rows]
     except ManifestError:
-        old = ()
+        return []
+
+
+def file_prefix(out_dir: str, split: str) -> str:
+    """The names a new pack of ``split`` writes: ``split-`` for the first, then the next
+    generation (``split-g1-``, ``split-g2-`` ...) after those the manifest names."""
+    used = [int(m["gen"] or 0) for p in _current_paths(out_dir) if (m := GENERATION.match(p)) and m["split"] == split]
+    return f"{split}-" if not used else f"{split}-g{max(used) + 1}-"
+
+
+def publish(out_dir: str, rows: list[ShardRow]) -> Manifest:
+    """Switch the manifest to ``rows`` (an atomic rename), then delete the shard files of the
+    same splits that it no longer names: the old generation, and partial files a killed pack
+    left behind."""
+    fs, base = open_dir(out_dir)
     manifest = write_manifest(out_dir, rows)
-    current = {r.path for r in manifest.rows}
-    for stale in sorted({r.path for r in old} - current):
-        logger.info("removing stale shard %s", stale)
-        fs.delete_file(join(base, stale))
+    current, splits = {r.path for r in manifest.rows}, {r.split for r in rows}
+    on_disk = fs.get_file_info(pafs.FileSelector(base, recursive=False))
+    for info in sorted(on_disk, key=lambda i: i.base_name):
+        m = GENERATION.match(info.base_name)
+        if info.type == pafs.FileType.File and m and m["split"] in splits and info.base_name not in current:
+            logger.info("removing stale shard %s", info.base_name)
+            fs.delete_file(join(base, info.base_name))
     return manifest

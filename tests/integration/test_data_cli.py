@@ -46,3 +46,30 @@ def test_pack_omniglot_subset(tmp_path):
     described = json.loads(cli("data", "info", str(out), "--split", "test").stdout)
     assert described["classes"] == 10 and described["files"] == 3 and described["image_shape"] == [1, 28, 28]
     assert cli("data", "verify", str(out)).returncode == 0
+
+
+def test_a_killed_repack_leaves_the_data_set_as_it_was(tmp_path):
+    """The repack writes the next generation of files and switches the manifest last: killed
+    half-way, the previous data set still verifies; the next pack removes the partial files."""
+    import signal
+    import time
+
+    out = tmp_path / "sin"
+    pack = ["data", "pack", "sinusoid", "--out", str(out), "--val", "0", "--test", "0", "--maxcount", "10"]
+    assert cli(*pack, "--train", "40").returncode == 0
+    before = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    proc = subprocess.Popen([sys.executable, "-m", "distmeta.cli", *pack, "--train", "200000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(out.glob("train-g1-*.tar"))) < 2:
+            time.sleep(0.05)
+        assert list(out.glob("train-g1-*.tar")), "the repack wrote nothing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert {p.name: p.read_bytes() for p in out.glob("train-0*.tar")} == before  # nothing it named was touched
+    assert cli("data", "verify", str(out)).returncode == 0
+    assert cli(*pack, "--train", "20").returncode == 0
+    assert sorted(p.name for p in out.glob("*.tar")) == ["train-g1-000000.tar", "train-g1-000001.tar"]
+    assert cli("data", "verify", str(out)).returncode == 0

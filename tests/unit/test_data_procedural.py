@@ -58,9 +58,9 @@ def test_packing_is_deterministic_and_repacking_replaces_a_split(tmp_path):
 
     a, b = pack(tmp_path / "a", 25), pack(tmp_path / "b", 25)
     assert [r.sha256 for r in a.rows] == [r.sha256 for r in b.rows]
-    smaller = pack(tmp_path / "a", 12)
-    assert [r.path for r in smaller.rows] == ["train-000000.tar", "train-000001.tar"]
-    assert not (tmp_path / "a" / "train-000002.tar").exists()
+    smaller = pack(tmp_path / "a", 12)  # the next generation: the old files stay until the manifest switched
+    assert [r.path for r in smaller.rows] == ["train-g1-000000.tar", "train-g1-000001.tar"]
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.tar")) == ["train-g1-000000.tar", "train-g1-000001.tar"]
 
 
 def test_linear_representation_stores_b_star(tmp_path):
