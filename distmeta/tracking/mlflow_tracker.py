@@ -28,7 +28,7 @@ from distmeta.tracking.params import (
 )
 from distmeta.tracking.retry import Retrier, RetryPolicy, TrackingError, configure_http
 from distmeta.tracking.runs import RunOpener
-from distmeta.tracking.spill import MetricRecord, Spill, write_json
+from distmeta.tracking.spill import NO_RUN, MetricRecord, Spill, write_json
 from distmeta.tracking.system import start_system_metrics, stop_system_metrics
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ class MlflowTracker:
         self._lock = threading.RLock()
         self._spill_pending = False
         self._ended = False
+        self.rejected = 0
+        """Metric values the server refused for good (dropped, with a warning)."""
 
     # ----------------------------------------------------------------- run lifecycle
     def start(
@@ -145,6 +147,7 @@ class MlflowTracker:
             self.spill.write_run_info(self.run_id, run_name=run_name, params=flat, tags=tag_map)
             return self.run_id
         self._log_params(flat, tag_map)
+        self._resend_run_info()
         if self._system[0]:
             self._monitor = start_system_metrics(
                 self.run_id, self.tracking_uri, resume=resume_run_id is not None,
@@ -168,6 +171,49 @@ class MlflowTracker:
             self._retrier.call("end run", lambda: self._client.set_terminated(run_id, status))
         except TrackingError:
             self.spill.write_run_info(run_id, status=status)
+            return
+        self._resend_statuses()
+
+    def _resend_run_info(self) -> None:
+        """What earlier attempts spilled: this run's params, tags and artifacts, and what was
+        spilled before any run existed (metrics too), now that the server answers; then the
+        final statuses that other runs of this folder could not send."""
+        info = self.spill.read_run_info()
+        mine = {k: info.pop(k) for k in (self.run_id, NO_RUN) if k in info}
+        if not mine:
+            self._resend_statuses()
+            return
+        self.spill.replace_run_info(info)
+        for entry in mine.values():
+            self._log_params(dict(entry.get("params") or {}), dict(entry.get("tags") or {}))
+            for artifact in entry.get("artifacts") or []:
+                if Path(artifact["local_path"]).exists():
+                    self.log_artifact(artifact["local_path"], artifact.get("artifact_path"))
+        early = self.spill.read_metrics(None)
+        if early:
+            self.spill.drop_metrics(None)
+            self.spill.write_metrics(self.run_id, early)
+            self._spill_pending = True
+        logger.info("re-sent what earlier attempts spilled for run %s", self.run_id)
+        self._resend_statuses()
+
+    def _resend_statuses(self) -> None:
+        """End the runs whose final status was spilled (their run stayed RUNNING)."""
+        info = self.spill.read_run_info()
+        for run_id, entry in list(info.items()):
+            status = entry.get("status")
+            if run_id in (NO_RUN, self.run_id) or not status:
+                continue
+            try:
+                self._retrier.call("end spilled run", lambda r=run_id, st=status: self._client.set_terminated(r, st))
+            except TrackingError as exc:
+                if not exc.permanent:
+                    return
+            entry.pop("status")
+            if not entry:
+                info.pop(run_id)
+            self.spill.replace_run_info(info)
+            logger.info("ended MLflow run %s as %s (its status was spilled)", run_id, status)
 
     def _log_params(self, params: dict[str, str], tags: dict[str, str]) -> None:
         """Send params and tags in ``log_batch`` chunks; spill whatever was not sent."""
@@ -242,8 +288,12 @@ class MlflowTracker:
             try:
                 self._retrier.call("log metrics", lambda m=metrics: self._client.log_batch(
                     run_id, metrics=m, synchronous=True), background=background)
-            except TrackingError:
-                return [r for c in chunks[i:] for r in c]
+            except TrackingError as exc:
+                if not exc.permanent:
+                    return [r for c in chunks[i:] for r in c]
+                self.rejected += len(chunk)  # the server refuses it for good: resending cannot help
+                logger.warning("MLflow refused %d metric values for good (%s); dropped (%d so far)", len(chunk),
+                               exc, self.rejected)
         return []
 
     def _resend_spilled(self, background: bool) -> None:

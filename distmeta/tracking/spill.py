@@ -106,6 +106,17 @@ class Spill:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
         tmp.replace(self.params_path)
 
+    def replace_run_info(self, data: dict[str, dict[str, Any]]) -> None:
+        """Write the params file as ``data`` (removed when empty), atomically."""
+        if not data:
+            if self.params_path.exists():
+                self.params_path.unlink()
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.params_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(self.params_path)
+
     def read_run_info(self) -> dict[str, dict[str, Any]]:
         """Return the params file's content (``{}`` when absent or unreadable)."""
         if not self.params_path.exists():
