@@ -8,7 +8,7 @@ import logging
 import os
 
 from distmeta.cli import split_config_and_overrides
-from distmeta.cli.logs import plain_formatter
+from distmeta.cli.logs import Redacting, plain_formatter
 from distmeta.cli.progress import TrainingProgress, print_evaluation, print_summary, print_sweep
 from distmeta.errors import ConfigError, NotFound
 
@@ -25,7 +25,9 @@ def attach_log_file(run_dir: str) -> None:
         return
     path = os.path.join(run_dir, layout.LOG)
     handler = logging.FileHandler(path)
+    os.chmod(path, 0o600)  # the owner's only, as every run file
     handler.setFormatter(plain_formatter())
+    handler.addFilter(Redacting())
     logging.getLogger().addHandler(handler)
     log.info("logging to %s", path)
 

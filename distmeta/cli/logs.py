@@ -12,6 +12,19 @@ from distmeta.cli.progress import console, progress_log
 CHATTY = ("ray", "mlflow", "alembic", "urllib3", "matplotlib", "PIL", "filelock", "py.warnings")
 
 
+class Redacting(logging.Filter):
+    """Credentials never reach a log line (:func:`distmeta.uri.redact`), whoever logs them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from distmeta.uri import redact
+
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
 def plain_formatter() -> logging.Formatter:
     return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
 
@@ -36,6 +49,8 @@ def setup_logging(verbose: bool) -> None:
         root.addHandler(out)
     handler.addFilter(lambda record: record.name != progress_log.name)  # the bar (or stdout) shows it
     root.addHandler(handler)
+    for h in root.handlers:
+        h.addFilter(Redacting())
     for name in CHATTY:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not verbose:  # MLflow resets its loggers' level from this when it is imported

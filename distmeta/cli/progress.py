@@ -17,6 +17,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from distmeta.uri import redact
+
 console = Console()
 progress_log = logging.getLogger("distmeta.progress")
 
@@ -120,7 +122,7 @@ def print_summary(result: Any) -> None:
             ("run dir", result.run_dir)]
     if result.run_id:
         rows.append(("MLflow run", result.run_id))
-        uri = result.tracking_uri or ""
+        uri = redact(result.tracking_uri or "")
         rows.append(("open the UI", f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else uri))
     if getattr(result, "model_uri", None):
         rows.append(("MLflow model", result.model_uri))

@@ -17,6 +17,7 @@ from distmeta.config.sections import (
     RuntimeConfig,
     TrackingConfig,
 )
+from distmeta.uri import redact
 
 
 class RunConfig(Section):
@@ -67,5 +68,21 @@ class RunConfig(Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def redacted_dict(self) -> dict:
+        """:meth:`to_dict` with the credentials in its URIs (:data:`SECRET_KEYS`) replaced by
+        ``***``: what every file distmeta writes holds. A web tracking server's user and
+        password then come from ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``."""
+        data = self.to_dict()
+        for key in SECRET_KEYS:
+            section, name = key.split(".")
+            if data[section][name]:
+                data[section][name] = redact(data[section][name])
+        return data
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        """The config as YAML, credentials redacted (:meth:`redacted_dict`)."""
+        return yaml.safe_dump(self.redacted_dict(), sort_keys=False)
+
+
+SECRET_KEYS = ("tracking.uri", "data.path")
+"""Keys whose values are URIs that may carry credentials (``scheme://user:password@host``)."""

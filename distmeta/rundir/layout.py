@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from distmeta.rundir.storage import RunDir, is_uri
+from distmeta.uri import redact
 
 CONFIG = "config.yaml"
 TRACKING = "tracking.json"
@@ -99,7 +100,8 @@ def read_tracking(rd: RunDir) -> dict[str, Any] | None:
 
 
 def write_tracking(rd: RunDir, run_id: str, uri: str | None) -> None:
-    rd.write_text(TRACKING, json.dumps({"run_id": run_id, "uri": uri}))
+    """``tracking.json``; credentials in the URI are never written (:func:`distmeta.uri.redact`)."""
+    rd.write_text(TRACKING, json.dumps({"run_id": run_id, "uri": redact(uri) if uri else uri}))
 
 
 def read_code(rd: RunDir) -> list[str]:

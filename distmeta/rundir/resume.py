@@ -21,6 +21,7 @@ from distmeta.errors import ConfigError, NotFound, RunExists
 from distmeta.rundir import layout
 from distmeta.rundir.checkpoint import checkpoint_steps
 from distmeta.rundir.storage import RunDir
+from distmeta.uri import REDACTED
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
@@ -46,7 +47,7 @@ def read_run_config(rd: RunDir) -> dict:
 
 def _record(rd: RunDir, old: dict, cfg: RunConfig) -> RunConfig:
     """Write the run's config again when the resume changed it, and say which keys changed."""
-    changed = differing_keys(old, cfg.to_dict())
+    changed = differing_keys(old, cfg.redacted_dict())
     if changed:
         log.info("resume changes %s; recorded in %s", ", ".join(changed), rd.uri(layout.CONFIG))
         rd.write_text(layout.CONFIG, cfg.to_yaml())
@@ -68,13 +69,22 @@ def _auto(cfg: RunConfig | None, rd: RunDir) -> tuple[RunConfig, RunDir]:
         return _new(cfg, rd)
     old = read_run_config(rd)
     new = validate({**cfg.to_dict(), "run_dir": rd.location})
-    differ = [k for k in differing_keys(validate(old).to_dict(), new.to_dict()) if changes_results(k)]
+    differ = [k for k in differing_keys(validate(old).redacted_dict(), new.redacted_dict()) if changes_results(k)]
     if differ:
         raise ConfigError(f"--resume auto: {rd.location} holds a run of a different config; keys that differ: "
                           f"{', '.join(differ)} (continue it with --resume {rd.location} and those keys as "
                           "overrides, or choose another --run-dir)")
     log.info("--resume auto: continuing the run in %s", rd.location)
     return _record(rd, old, new), rd
+
+
+def _needs_credentials(cfg: RunConfig, rd: RunDir) -> RunConfig:
+    """Refuse a resume whose data location lost its credentials to redaction, naming the key."""
+    if REDACTED in (cfg.data.path or ""):
+        raise ConfigError(f"--resume {rd.location}: data.path holds credentials, which {layout.CONFIG} keeps "
+                          f"redacted ({cfg.data.path}); give it again as the override data.path=..., or "
+                          "pass the credentials through the storage's environment variables")
+    return cfg
 
 
 def open_run(cfg: RunConfig | None, run_dir: str | None, resume: str | None,
@@ -88,7 +98,8 @@ def open_run(cfg: RunConfig | None, run_dir: str | None, resume: str | None,
     if resume:
         rd = RunDir(resume)
         old = read_run_config(rd)
-        return _record(rd, old, validate(apply_overrides(old, overrides or []))), rd
+        cfg = _needs_credentials(validate(apply_overrides(old, overrides or [])), rd)
+        return _record(rd, old, cfg), rd
     if cfg is None:
         raise ConfigError("train: give a config, or resume= a run directory")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

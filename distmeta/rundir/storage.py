@@ -15,11 +15,24 @@ from pyarrow import fs as pafs
 from distmeta.errors import ConfigError, NotFound
 from distmeta.uri import absolute, filesystem, is_uri
 
-__all__ = ["RunDir", "is_uri"]
+__all__ = ["RunDir", "is_uri", "private", "private_folder"]
 
 
 FILE_MODE = 0o600
 """Run files are readable by their owner only (they can hold tokens and data paths)."""
+DIR_MODE = 0o700
+
+
+def private_folder(path: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """Create the local folder ``path`` (if missing) readable by its owner only."""
+    os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+    return path
+
+
+def private(path: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """Make the local file ``path`` readable by its owner only; return it."""
+    os.chmod(path, FILE_MODE)
+    return path
 
 
 def _write_synced(tmp: str, final: str, data: bytes, mode: int) -> None:
@@ -64,6 +77,10 @@ class RunDir:
         return f"{self.location}/{name}" if name else self.location
 
     def makedirs(self, name: str = "") -> None:
+        """Create the folder (a local one readable by its owner only)."""
+        if self.local:
+            private_folder(self.path(name))
+            return
         self.fs.create_dir(self.path(name), recursive=True)
 
     @property

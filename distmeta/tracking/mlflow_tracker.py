@@ -30,16 +30,24 @@ from distmeta.tracking.retry import Retrier, RetryPolicy, TrackingError, configu
 from distmeta.tracking.runs import RunOpener
 from distmeta.tracking.spill import NO_RUN, MetricRecord, Spill, write_json
 from distmeta.tracking.system import start_system_metrics, stop_system_metrics
+from distmeta.uri import split_credentials
 
 logger = logging.getLogger(__name__)
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
     """``uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's local default (an SQLite file
-    ``mlflow.db`` in the current directory), made absolute so a later ``chdir`` is harmless."""
+    ``mlflow.db`` in the current directory), made absolute so a later ``chdir`` is harmless.
+    A web URI's ``user:password@`` moves to ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` (where
+    they are not set), so no credential is written with the URI anywhere."""
     import mlflow
 
-    return uri or mlflow.get_tracking_uri()
+    stripped, user, password = split_credentials(uri or mlflow.get_tracking_uri())
+    if user:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
+    if password:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password)
+    return stripped
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from distmeta.uri import redact
+
 logger = logging.getLogger(__name__)
 
 MAX_PARAMS_TAGS_PER_BATCH = 100
@@ -73,7 +75,8 @@ def flatten_params(nested: Mapping[str, Any], prefix: str = "", sep: str = ".") 
 
     Nested mappings (and objects with ``model_dump``, i.e. pydantic models) become dotted keys;
     lists and tuples become JSON text; other values use ``str``. Empty mappings are kept as
-    ``"{}"`` so the key is not lost. Values are truncated to ``MAX_PARAM_VAL_LENGTH``.
+    ``"{}"`` so the key is not lost. Values are truncated to ``MAX_PARAM_VAL_LENGTH``, and
+    credentials in them redacted (:func:`distmeta.uri.redact`).
 
     Raises:
         TypeError: ``nested`` is not a mapping, or a key is not a string.
@@ -93,7 +96,7 @@ def flatten_params(nested: Mapping[str, Any], prefix: str = "", sep: str = ".") 
         if isinstance(value, Mapping) and value:
             flat.update(flatten_params(value, key, sep))
             continue
-        text = "{}" if isinstance(value, Mapping) else _format_value(value)
+        text = "{}" if isinstance(value, Mapping) else redact(_format_value(value))
         flat[validate_key(key)] = truncate(key, text, MAX_PARAM_VAL_LENGTH)
     return flat
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from distmeta.rundir.storage import private, private_folder
+
 
 def _new_figure(n_panels: int) -> tuple[Any, list[Any]]:
     """A figure with ``n_panels`` axes in a grid of at most 3 columns."""
@@ -30,8 +32,9 @@ def _new_figure(n_panels: int) -> tuple[Any, list[Any]]:
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Save ``fig`` as PNG at ``path`` (parents created) and return the path."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(out.parent)
     fig.savefig(out, format="png", dpi=110)
+    private(out)
     return out
 
 

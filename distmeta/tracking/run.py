@@ -21,7 +21,7 @@ from distmeta import plugins
 from distmeta.config import RunConfig
 from distmeta.rundir import layout
 from distmeta.rundir.checkpoint import checkpoint_steps, load_checkpoint
-from distmeta.rundir.storage import RunDir, is_uri
+from distmeta.rundir.storage import RunDir, is_uri, private, private_folder
 from distmeta.tasks.sources import dataset_input, evaluation_batches
 from distmeta.tracking.base import NullTracker, Tracker
 from distmeta.tracking.mlflow_tracker import MlflowTracker, TrackerOptions
@@ -41,7 +41,7 @@ class SpillMirror:
     def __init__(self, rd: RunDir, local: Path) -> None:
         self.rd, self.local = rd, local
         self.seen: dict[str, tuple[int, int] | None] = {}
-        local.mkdir(parents=True, exist_ok=True)
+        private_folder(local)
         for name in layout.SPILLED:
             if rd.exists(f"{layout.SPILL}/{name}"):
                 (local / name).write_bytes(rd.read_bytes(f"{layout.SPILL}/{name}"))
@@ -146,7 +146,7 @@ class RunTracking:
                 {f"eval/{split}/curve/query_acc": report.acc[i]} if report.acc is not None else {}))
         self.tracker.log_dict({"split": split, "episodes": report.episodes, "rows": report.table()},
                               f"eval/{split}_table.json")
-        self.local.mkdir(parents=True, exist_ok=True)
+        private_folder(self.local)
         plot = adaptation_curve(report.steps, report.loss, report.loss_ci95,
                                 self.local / layout.adaptation_plot(split), ylabel="query loss")
         self.tracker.log_artifact(str(plot), "plots")
@@ -171,13 +171,15 @@ class RunTracking:
 
     def _artifacts(self, step: int | None, history: list[tuple[int, dict[str, float]]], evaluation: Any | None,
                    status: str) -> None:
-        self.local.mkdir(parents=True, exist_ok=True)
+        private_folder(self.local)
         config = self.local / layout.CONFIG
         config.write_text(self.cfg.to_yaml())
+        private(config)
         self.tracker.log_artifact(str(config))
         if step is not None and step in checkpoint_steps(self.rd):
             final = load_checkpoint(self.rd, step)  # every server shard's part, merged
             torch.save(final, self.local / layout.FINAL_CHECKPOINT)
+            private(self.local / layout.FINAL_CHECKPOINT)
             self.tracker.log_artifact(str(self.local / layout.FINAL_CHECKPOINT), layout.CHECKPOINTS)
             if status == "FINISHED" and self.cfg.tracking.log_model:
                 given = [n for n in (self.cfg.model.name, self.cfg.task.family, self.cfg.algorithm.name)
@@ -199,6 +201,7 @@ class RunTracking:
         """The final parameters as a pyfunc model, with a signature from two held-out episodes."""
         params = self.local / layout.MODEL_PARAMS
         torch.save(state, params)
+        private(params)
         batch = next(iter(evaluation_batches(self.cfg, None, 2)))
         example = {"support_x": batch.support_x.numpy(), "support_y": batch.support_y.numpy(),
                    "query_x": batch.query_x.numpy()}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from distmeta.rundir.layout import SPILLED_METRICS, SPILLED_PARAMS
+from distmeta.rundir.storage import FILE_MODE, private_folder
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ class Spill:
         ]
         if not lines:
             return 0
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with self.metrics_path.open("a", encoding="utf-8") as fh:
+        private_folder(self.dir)
+        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.writelines(lines)
             fh.flush()
             os.fsync(fh.fileno())
@@ -84,7 +86,7 @@ class Spill:
             keep = [line for line in fh if not _line_is_for(line, wanted)]
         if keep:
             tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(keep), encoding="utf-8")
+            _write_private(tmp, "".join(keep))
             tmp.replace(self.metrics_path)
         else:
             self.metrics_path.unlink()
@@ -101,9 +103,9 @@ class Spill:
                 entry.setdefault(name, []).extend(value)
             else:
                 entry[name] = value
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.dir)
         tmp = self.params_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        _write_private(tmp, json.dumps(data, indent=1, sort_keys=True))
         tmp.replace(self.params_path)
 
     def replace_run_info(self, data: dict[str, dict[str, Any]]) -> None:
@@ -112,9 +114,9 @@ class Spill:
             if self.params_path.exists():
                 self.params_path.unlink()
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.dir)
         tmp = self.params_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        _write_private(tmp, json.dumps(data, indent=1, sort_keys=True))
         tmp.replace(self.params_path)
 
     def read_run_info(self) -> dict[str, dict[str, Any]]:
@@ -127,6 +129,12 @@ class Spill:
             logger.warning("%s is not valid JSON (%s); starting a fresh one", self.params_path, exc)
             return {}
         return data if isinstance(data, dict) else {}
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def write_json(data: Any, root: Path, relative: str) -> Path:
@@ -142,8 +150,8 @@ def write_json(data: Any, root: Path, relative: str) -> Path:
     if rel.is_absolute() or ".." in rel.parts or not rel.name:
         raise ValueError(f"artifact file {relative!r} must be a relative path inside the run")
     path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=_to_json), encoding="utf-8")
+    private_folder(path.parent)
+    _write_private(path, json.dumps(data, indent=1, default=_to_json))
     return path
 
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distmeta.uri import absolute
+from distmeta.uri import absolute, redact
 
 logger = logging.getLogger(__name__)
 
@@ -145,4 +145,4 @@ def run_tags(
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id  # nested under it in the MLflow UI
     tags.update(extra or {})
-    return tags
+    return {k: redact(v) for k, v in tags.items()}

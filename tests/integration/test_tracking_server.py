@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow_server import MlflowServer
@@ -129,3 +130,35 @@ def test_server_dies_mid_run(server: MlflowServer, tmp_path: Path) -> None:
         (s, s / 100) for s in range(3, 30)] + [(30, 0.3)]
     assert client.get_run(run_id).info.status == "FINISHED"
     assert not (spill_dir / "unsent_metrics.jsonl").exists()
+
+
+def test_credentials_are_never_written(server: MlflowServer, tmp_path: Path) -> None:
+    """`distmeta train` with `user:password@` in tracking.uri: the run trains and is tracked, and the password is in no file, tag, param, log line or
+    artifact, and every run file is its owner's only."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    if server.proc is None:
+        server.start()
+    secret = "s3cr3tPass"
+    uri = server.uri.replace("http://", f"http://alice:{secret}@")
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    proc = subprocess.run([str(Path(sys.executable).with_name("distmeta")), "train", "configs/sinusoid_maml.yaml",
+                           "outer.steps=4", "runtime.workers=1", "eval.episodes=10", "tracking.system_metrics=false",
+                           f"tracking.uri={uri}", "--run-dir", str(run_dir)],
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=200, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert secret not in proc.stdout + proc.stderr
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if secret in p.read_bytes().decode("latin-1")]
+    assert not [p for p in files if stat.S_IMODE(p.stat().st_mode) & 0o077], "run files readable by others"
+    run_id = json.loads((run_dir / "tracking.json").read_text())["run_id"]
+    client = MlflowClient(tracking_uri=server.uri)
+    run = client.get_run(run_id)
+    assert not [k for k, v in {**run.data.params, **run.data.tags}.items() if secret in v]
+    assert run.data.params["tracking.uri"].startswith("http://***@")
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="", tracking_uri=server.uri))
+    assert not [p for p in local.rglob("*") if p.is_file() and secret in p.read_bytes().decode("latin-1")]
