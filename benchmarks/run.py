@@ -2,7 +2,7 @@
 process, written to JSON. Run from the repository root; nothing here is installed with distmeta.
 
 Sections (``--only`` takes their names): ``throughput``, ``memory``, ``runtime``, ``scaling``,
-``data``, ``flops``, ``gpu`` (the GPU acceptance check; skipped without CUDA). Each returns a JSON-able dict and prints a table of ratios measured in this run.
+``data``, ``flops``, ``longrun``, ``gpu`` (the GPU acceptance check; skipped without CUDA). Each returns a JSON-able dict and prints a table of ratios measured in this run.
 Per-core figures run with ``torch.set_num_threads(1)``. The JSON file is rewritten after
 every section, so a run that is stopped keeps what it measured.
 """
@@ -26,7 +26,7 @@ from benchmarks.timing import load_average, machine_info, threads
 
 log = logging.getLogger(__name__)
 Section = Callable[[bool, Console], dict[str, Any]]
-SECTION_NAMES = ("throughput", "memory", "deep", "runtime", "scaling", "data", "flops", "gpu")
+SECTION_NAMES = ("throughput", "memory", "deep", "runtime", "scaling", "data", "flops", "longrun", "gpu")
 
 
 def sections() -> dict[str, Section]:
@@ -39,7 +39,7 @@ def sections() -> dict[str, Section]:
         return call
 
     return {"throughput": lazy("throughput"), "memory": lazy("peak_memory"), "deep": lazy("deep_memory"), "runtime": lazy("runtime_overhead"),
-            "scaling": lazy("scaling"), "data": lazy("data_rate"), "flops": lazy("flops"), "gpu": lazy("gpu")}
+            "scaling": lazy("scaling"), "data": lazy("data_rate"), "flops": lazy("flops"), "longrun": lazy("long_runs"), "gpu": lazy("gpu")}
 
 
 def choose(only: list[str] | None) -> list[str]:

@@ -7,6 +7,8 @@ A training run's directory (a local path or a ``pyarrow.fs`` URI)::
     code.json            where the user's own code (named by import path) was imported from
     lease.json           the driver that holds the run (host, pid, heartbeat)
     train.log            everything the driver logged (local run directories)
+    metrics.jsonl        every logged step's training metrics, one JSON line each (on a URI:
+                         metrics/part-XXXXXX.jsonl)
     checkpoints/         step-XXXXXXXX.pt, or step-XXXXXXXX.shard-k-of-K.pt per server shard
     tracking/            the tracker's spill files (what could not be sent yet) and the
                          artifacts staged for upload (final.pt, model_params.pt, plots)
@@ -32,6 +34,8 @@ TRACKING = "tracking.json"
 CODE = "code.json"
 LEASE = "lease.json"
 LOG = "train.log"
+METRICS = "metrics.jsonl"
+METRICS_PARTS = "metrics"
 CHECKPOINTS = "checkpoints"
 SPILL = "tracking"
 SPILLED_METRICS = "unsent_metrics.jsonl"
@@ -81,6 +85,10 @@ def trial(trial_id: str) -> str:
 def run_name(rd: RunDir) -> str:
     """The run's name: its directory's last component."""
     return rd.location.rstrip("/").rsplit("/", 1)[-1]
+
+
+def metrics_part(n: int) -> str:
+    return f"{METRICS_PARTS}/part-{n:06d}.jsonl"
 
 
 def spill_dir(rd: RunDir) -> Path:

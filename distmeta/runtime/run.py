@@ -29,6 +29,7 @@ from distmeta.evaluation import EvalReport, diagnostics, evaluate
 from distmeta.rundir import layout
 from distmeta.rundir.checkpoint import load_checkpoint
 from distmeta.rundir.lease import Lease
+from distmeta.rundir.metrics import History
 from distmeta.rundir.resume import open_run, read_run_config
 from distmeta.rundir.storage import RunDir
 from distmeta.runtime import preflight
@@ -99,7 +100,7 @@ class Run:
 
     def __init__(self, cfg: RunConfig, rd: RunDir) -> None:
         self.cfg, self.rd = cfg, rd
-        self.history: list[tuple[int, dict[str, float]]] = []
+        self.history = History(rd, cfg.tracking.log_every)
         self.diagnostics = diagnostics(cfg)
 
     @classmethod
@@ -166,8 +167,10 @@ class Run:
                 raise
             finally:
                 release(actors)
+                self.history.close()
                 done = result if status in ("FINISHED", "KILLED") else None
-                tracking.finish(done.step if done else None, self.history, done.evaluation if done else None, status)
+                tracking.finish(done.step if done else None, self.history.curve_points(),
+                                done.evaluation if done else None, status)
                 if result is not None:
                     result.model_uri = tracking.model_uri
                 session.shutdown()
@@ -199,7 +202,7 @@ class Run:
         step = pipe.sync()
         if cb.on_start:
             cb.on_start(self.rd.location, self.cfg, step)
-        result = TrainResult(self.rd.location, self.cfg, step, {}, policy.counters, history=self.history)
+        result = TrainResult(self.rd.location, self.cfg, step, {}, policy.counters)
         stop.start_loop()
         try:
             while True:
@@ -227,7 +230,7 @@ class Run:
         metrics = done.metrics
         if self.diagnostics is not None and (done.step % self.cfg.tracking.log_every == 0 or last):
             metrics = metrics | self.diagnostics(pipe.params(done))
-        self.history.append((done.step, metrics))
+        self.history.add(done.step, metrics, last)
         self.tracking.log_step(done.step, metrics, last)
         if cb.on_step:
             cb.on_step(count, metrics)
@@ -253,12 +256,12 @@ class Run:
             log.warning("stopped by %s at step %d of %d; checkpoint %s; continue with --resume",
                         signal.Signals(stop.signals.signum).name, result.step, self.cfg.outer.steps, uri)
         result.wall_s, result.tasks_per_s = time.perf_counter() - start, self.tasks_per_s()
+        result.history = self.history.curve_points()
         return result
 
     def tasks_per_s(self) -> float:
         """Tasks over the summed step times of the steps this session collected."""
-        steps_s = sum(m["step_s"] for _, m in self.history)
-        return self.cfg.runtime.meta_batch * len(self.history) / max(steps_s, 1e-9)
+        return self.history.tasks_per_s(self.cfg.runtime.meta_batch)
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate(self, step: int | None = None, *, split: str | None = None, steps: int | None = None,

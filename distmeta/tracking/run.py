@@ -24,6 +24,7 @@ from distmeta.rundir.checkpoint import checkpoint_steps, load_checkpoint
 from distmeta.rundir.storage import RunDir, is_uri, private, private_folder
 from distmeta.tasks.sources import dataset_input, evaluation_batches
 from distmeta.tracking.base import NullTracker, Tracker
+from distmeta.tracking.mirror import SpillMirror
 from distmeta.tracking.mlflow_tracker import MlflowTracker, TrackerOptions
 from distmeta.tracking.plots import adaptation_curve, training_curves
 from distmeta.tracking.tags import run_tags
@@ -31,42 +32,6 @@ from distmeta.tracking.tags import run_tags
 log = logging.getLogger(__name__)
 CURVES = ("query_loss", "query_loss_before", "query_acc", "grad_norm", "tasks_per_s", "principal_angle_distance")
 """The training metrics plotted in ``plots/training_curves.png``."""
-
-
-class SpillMirror:
-    """For a run dir on a URI (s3://, gs://, file://): the spill files live in the run dir.
-    They are fetched into the local staging folder at start (so a resumed run re-sends what
-    an earlier attempt could not) and written back whenever they change."""
-
-    def __init__(self, rd: RunDir, local: Path) -> None:
-        self.rd, self.local = rd, local
-        self.seen: dict[str, tuple[int, int] | None] = {}
-        private_folder(local)
-        for name in layout.SPILLED:
-            if rd.exists(f"{layout.SPILL}/{name}"):
-                (local / name).write_bytes(rd.read_bytes(f"{layout.SPILL}/{name}"))
-                log.info("re-sending %s from %s", name, rd.uri(layout.SPILL))
-            self.seen[name] = self._stamp(name)
-
-    def _stamp(self, name: str) -> tuple[int, int] | None:
-        path = self.local / name
-        if not path.exists():
-            return None
-        st = path.stat()
-        return st.st_size, st.st_mtime_ns
-
-    def sync(self) -> None:
-        for name in layout.SPILLED:
-            stamp = self._stamp(name)
-            if stamp == self.seen.get(name):
-                continue
-            remote = f"{layout.SPILL}/{name}"
-            if stamp is None:
-                if self.rd.exists(remote):
-                    self.rd.delete(remote)
-            else:
-                self.rd.write_bytes(remote, (self.local / name).read_bytes())
-            self.seen[name] = stamp
 
 
 def make_tracker(cfg: RunConfig, spill_dir: Path) -> Tracker:
@@ -166,8 +131,12 @@ class RunTracking:
         self.tracker.set_tags({k: str(v) for k, v in tags.items()})
 
     def end(self, status: str) -> None:
+        """End the run ``status``; for a run dir on a URI, the spill written back and the
+        local staging folder removed."""
         self.tracker.end(status)
         self._sync()
+        if self.mirror is not None:
+            self.mirror.remove_staging()
 
     def _artifacts(self, step: int | None, history: list[tuple[int, dict[str, float]]], evaluation: Any | None,
                    status: str) -> None:

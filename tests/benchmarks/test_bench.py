@@ -77,7 +77,7 @@ def test_memory_imaml_is_flat_in_inner_steps_and_maml_grows(bench):
 def test_unknown_sections_are_named():
     with pytest.raises(ValueError, match="nonsense"):
         choose(["memory", "nonsense"])
-    assert choose(None) == ["throughput", "memory", "deep", "runtime", "scaling", "data", "flops", "gpu"]
+    assert choose(None) == ["throughput", "memory", "deep", "runtime", "scaling", "data", "flops", "longrun", "gpu"]
 
 
 def test_peak_by_allocation_sees_temporaries_and_by_operator_still_works():

@@ -9,7 +9,8 @@ each, nothing is lost: the run ends bit-identical to one that never met the faul
 - run-directory names with spaces, ``#``, ``%``, ``?`` and non-ASCII characters;
 - a second driver on the same run directory is refused naming the holder, a dead holder's
   lease is taken over;
-- repeated signals: the final checkpoint completes, the exit is 143.
+- repeated signals: the final checkpoint completes, the exit is 143; a signal during the final
+  evaluation stops it, the checkpoint already written.
 """
 
 from __future__ import annotations
@@ -153,3 +154,26 @@ def test_repeated_signals_let_the_final_checkpoint_complete(tmp_path):
     assert "Traceback" not in err
     state = load_checkpoint(RunDir(str(run_dir)))
     assert state["step"] >= 50 and checkpoint_steps(RunDir(str(run_dir)))[-1] == state["step"]
+
+
+def test_a_signal_during_the_final_evaluation_stops_it_after_the_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [DISTMETA, "train", *BASE, "outer.steps=20", "eval.episodes=1000000", "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    log_file = run_dir / "train.log"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+                log_file.exists() and "meta-testing the parameters of step" in log_file.read_text()):
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before its final evaluation began"
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    assert load_checkpoint(RunDir(str(run_dir)))["step"] == 20
+    assert "evaluation" in log_file.read_text().split("meta-testing the parameters of step")[-1]

@@ -135,8 +135,10 @@ def test_tracking_server_that_dies_mid_run(ray_session, tmp_path):
         dead_dir = f"file://{tmp_path}/dead"  # a URI run dir: the spill files live in it all the same
         dead = train(cfg, run_dir=dead_dir, callbacks=Callbacks(on_step=stop_server), evaluate_at_end=False)
         assert dead.step == 8
-        spill_file = tmp_path / "dead" / "tracking" / "unsent_metrics.jsonl"
-        spilled = {r["step"]: r["value"] for r in map(json.loads, open(spill_file)) if r["key"] == "train/query_loss"}
+        spill_files = [tmp_path / "dead" / "tracking" / "unsent_metrics.jsonl",  # then the parts appended to it
+                       *sorted((tmp_path / "dead" / "tracking").glob("unsent_metrics.jsonl.part-*"))]
+        lines = [line for f in spill_files for line in f.read_text().splitlines()]
+        spilled = {r["step"]: r["value"] for r in map(json.loads, lines) if r["key"] == "train/query_loss"}
         server.start()  # back up, to read what reached it before it went away
         client = MlflowClient(tracking_uri=server.uri)
         sent = dict(metric_history(client, dead.run_id, "train/query_loss"))
@@ -148,7 +150,7 @@ def test_tracking_server_that_dies_mid_run(ray_session, tmp_path):
         again = train(resume=dead_dir, evaluate_at_end=False)  # resuming re-sends what was spilled
         assert again.run_id == dead.run_id
         assert [s for s, _ in metric_history(client, dead.run_id, "train/query_loss")] == [0, 2, 4, 6, 7]
-        assert not spill_file.exists()
+        assert not list((tmp_path / "dead" / "tracking").glob("unsent_metrics.jsonl*"))
     finally:
         server.stop()
 
