@@ -134,23 +134,32 @@ def test_run_directory_names_are_paths_and_one_driver_holds_one(tmp_path):
     assert f"pid {holder.pid}" in refused.stderr
 
 
-def test_repeated_signals_let_the_final_checkpoint_complete(tmp_path):
-    run_dir = tmp_path / "run"
-    args = [DISTMETA, "train", *BASE, "outer.steps=100000", "checkpoint.every=50", "--run-dir", str(run_dir)]
+def signalled(args: list[str], ready, times: int) -> tuple[int, str]:
+    """Run ``args``; once ``ready()`` holds, send SIGTERM ``times`` times 50 ms apart; the exit
+    code and stderr. The process group is killed if it is still there at the end."""
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not checkpoint_steps(RunDir(str(run_dir))):
+        while time.monotonic() < deadline and not ready():
             time.sleep(0.2)
-        for _ in range(5):
+        assert proc.poll() is None, "the run ended before it was signalled: " + proc.communicate()[1][-2000:]
+        for _ in range(times):
             os.kill(proc.pid, signal.SIGTERM)
             time.sleep(0.05)
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, err[-2000:]
+            proc.wait()
+    return proc.returncode, err
+
+
+def test_repeated_signals_let_the_final_checkpoint_complete(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [DISTMETA, "train", *BASE, "outer.steps=100000", "checkpoint.every=50", "--run-dir", str(run_dir)]
+    returncode, err = signalled(args, lambda: checkpoint_steps(RunDir(str(run_dir))), times=5)
+    assert returncode == 143, err[-2000:]
     assert "Traceback" not in err
     state = load_checkpoint(RunDir(str(run_dir)))
     assert state["step"] >= 50 and checkpoint_steps(RunDir(str(run_dir)))[-1] == state["step"]
@@ -159,21 +168,10 @@ def test_repeated_signals_let_the_final_checkpoint_complete(tmp_path):
 def test_a_signal_during_the_final_evaluation_stops_it_after_the_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     args = [DISTMETA, "train", *BASE, "outer.steps=20", "eval.episodes=1000000", "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
     log_file = run_dir / "train.log"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (
-                log_file.exists() and "meta-testing the parameters of step" in log_file.read_text()):
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before its final evaluation began"
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, err[-2000:]
+    returncode, err = signalled(args, lambda: log_file.exists() and "meta-testing the parameters of step" in
+                                log_file.read_text(), times=1)
+    assert returncode == 143, err[-2000:]
     assert "Traceback" not in err
     assert load_checkpoint(RunDir(str(run_dir)))["step"] == 20
     assert "evaluation" in log_file.read_text().split("meta-testing the parameters of step")[-1]
