@@ -86,29 +86,30 @@ def test_storage_that_fails_stops_the_run_and_loses_nothing(reference, tmp_path)
     assert client.get_run(tracked["run_id"]).info.status == "FINISHED"  # the same MLflow run, continued
 
 
-def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+def test_a_truncated_newest_checkpoint_falls_back_and_other_server_shards_continue(reference, tmp_path):
+    """One run to step 30, copied three times: its newest checkpoint emptied (the resume
+    continues from the previous one), resumed on two server shards (from the newest step),
+    every checkpoint emptied (refused, not restarted)."""
     run_dir = tmp_path / "run"
     train(*BASE, "--run-dir", str(run_dir), "--until-step", "30")
     assert checkpoint_steps(RunDir(str(run_dir))) == [10, 20, 30]
-    shutil.copytree(run_dir, tmp_path / "copy")
+    for copy in ("sharded", "unreadable"):
+        shutil.copytree(run_dir, tmp_path / copy)
     (run_dir / "checkpoints" / "step-00000030.pt").write_bytes(b"")  # an unsynced rename, after a crash
     resumed = train("--resume", str(run_dir), "--no-eval")
     assert "skipping the checkpoint of step 30" in resumed.stderr and "step-00000030.pt cannot be read" in resumed.stderr
     assert same(final(run_dir), reference)
+
+    sharded = train("--resume", str(tmp_path / "sharded"), "runtime.server_shards=2", "--no-eval")
+    assert "from step 30" in sharded.stdout + sharded.stderr
+    assert same(final(tmp_path / "sharded"), reference)
+    assert (tmp_path / "sharded" / "checkpoints" / "step-00000040.shard-1-of-2.pt").is_file()
+
     for name in ("step-00000010.pt", "step-00000020.pt", "step-00000030.pt"):  # none reads: refused, not restarted
-        (tmp_path / "copy" / "checkpoints" / name).write_bytes(b"")
-    refused = train("--resume", str(tmp_path / "copy"), ok=False, timeout=60)
+        (tmp_path / "unreadable" / "checkpoints" / name).write_bytes(b"")
+    refused = train("--resume", str(tmp_path / "unreadable"), ok=False, timeout=60)
     assert refused.returncode == 2 and "no checkpoint reads" in refused.stderr and "Traceback" not in refused.stderr
-    assert not (tmp_path / "copy" / "checkpoints" / "step-00000000.pt").exists()
-
-
-def test_a_resume_with_other_server_shards_continues_from_the_newest_step(reference, tmp_path):
-    run_dir = tmp_path / "run"
-    train(*BASE, "--run-dir", str(run_dir), "--until-step", "20")
-    resumed = train("--resume", str(run_dir), "runtime.server_shards=2", "--no-eval")
-    assert "from step 20" in resumed.stdout + resumed.stderr
-    assert same(final(run_dir), reference)
-    assert (run_dir / "checkpoints" / "step-00000040.shard-1-of-2.pt").is_file()
+    assert not (tmp_path / "unreadable" / "checkpoints" / "step-00000000.pt").exists()
 
 
 def test_run_directory_names_are_paths_and_one_driver_holds_one(tmp_path):
