@@ -4,7 +4,7 @@ Side by side in one run, on the default experiment (``configs/sinusoid_maml.yaml
 sinusoid regression, meta-batch 24, 4 logical shards; tracking, evaluation and checkpoints off):
 
 - **in process**, one thread, no Ray: the rule on the whole meta-batch in one call, then the
-  server's Adam step (the baseline); and the runtime's own work without Ray (the same plain
+  server's Adam step (the baseline; metrics on the logged steps only, like ``train``); and the runtime's own work without Ray (the same plain
   classes: ``MetaWorker.compute``, one ``meta_gradient`` call per logical shard, then
   ``ParameterServer.apply``), which shows what the per-shard calls cost by themselves;
 - **distmeta train** on a local Ray with 1 and 2 workers, pipelined (``runtime.max_lag``
@@ -58,16 +58,51 @@ def in_process(steps: int, tmp: str, full_batch: bool) -> dict[str, Any]:
     times = []
     for step in range(steps):
         t0 = time.perf_counter()
+        logged = step % worker.cfg.tracking.log_every == 0  # metrics on the logged steps, as train does
         if full_batch:
             batch = worker.source.sample(rt.meta_batch, worker.cfg.seed, step, 0)
-            mg = worker.rule.meta_gradient(worker.model, server.get()[1], batch)
+            mg = worker.rule.meta_gradient(worker.model, server.get()[1], batch, step, logged)
             server.apply(step, [(0, rt.logical_shards, mg.grads, mg.n_tasks)])
         else:
-            out = worker.compute(step, shards, server.get())
+            out = worker.compute(step, shards, server.get(), report=logged)
             server.apply(step, *out[1:])
         times.append(time.perf_counter() - t0)
     kept = times[steps // 10:]
     return {"tasks_per_s": rt.meta_batch * len(kept) / sum(kept), "step_s": statistics.median(kept)}
+
+
+def call_cost(reps: int) -> list[dict[str, Any]]:
+    """Median time of one ``meta_gradient`` call on the sinusoid MLP, one thread: 6 tasks (a
+    logical shard of the default config) and 24 (its meta-batch), under ``vmap`` with the
+    metrics (what every step paid before) and the task-batched forward without them (a step
+    that is not logged); the fixed cost per call is where the line through the two sizes
+    meets 0 tasks."""
+    import torch
+
+    from distmeta.models import batched
+    from distmeta.runtime.worker import MetaWorker
+
+    torch.set_num_threads(1)
+    worker = MetaWorker(_config(1, "runtime.workers=1").to_dict())
+    params = worker.rule.init_params(worker.model)
+    rows = []
+    for path, metrics in (("vmap, metrics every step", True), ("task-batched, no metrics", False)):
+        batched.ENABLED = path.startswith("task")
+        try:
+            ms = {}
+            for n in (6, 24):
+                batch = worker.source.sample(n, 0, 0, 0)
+                times = []
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    worker.rule.meta_gradient(worker.model, params, batch, 0, metrics)
+                    times.append(time.perf_counter() - t0)
+                ms[n] = 1000 * statistics.median(times[reps // 10:])
+        finally:
+            batched.ENABLED = True
+        per_task = (ms[24] - ms[6]) / 18
+        rows.append({"path": path, "ms_6": ms[6], "ms_24": ms[24], "fixed_ms": ms[6] - 6 * per_task})
+    return rows
 
 
 def distributed(steps: int, tmp: str, workers: int, max_lag: int) -> dict[str, Any]:
@@ -105,6 +140,10 @@ def server_input(tmp: str, steps: int) -> dict[str, Any]:
 
 def run(quick: bool, console: Console) -> dict[str, Any]:
     steps = 100 if quick else 400
+    calls = call_cost(100 if quick else 400)
+    print_table(console, "runtime: one meta_gradient call, sinusoid MLP, one thread",
+                ["path", "6 tasks ms", "24 tasks ms", "fixed ms per call"],
+                [[c["path"], f"{c['ms_6']:.2f}", f"{c['ms_24']:.2f}", f"{c['fixed_ms']:.2f}"] for c in calls])
     with tempfile.TemporaryDirectory(prefix="distmeta-bench-runtime-") as tmp:
         base = in_process(steps, tmp, full_batch=True)
         per_shard = in_process(steps, tmp, full_batch=False)
@@ -128,5 +167,5 @@ def run(quick: bool, console: Console) -> dict[str, Any]:
                 [["one gradient per logical shard (before the tree)", f"{tree['per_logical_shard']:.1f}"],
                  ["tree, pre-summed per worker", f"{tree['per_worker']:.1f}"],
                  ["tree + node aggregation", f"{tree['aggregated']:.1f}"]])
-    return {"steps": steps, "in_process": base, "in_process_per_shard": per_shard, "runs": runs,
+    return {"steps": steps, "calls": calls, "in_process": base, "in_process_per_shard": per_shard, "runs": runs,
             "server_input": tree}

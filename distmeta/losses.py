@@ -53,6 +53,21 @@ def task_loss(kind: LossKind, prediction: Tensor, target: Tensor) -> tuple[Tenso
     return out, prediction.new_zeros(())
 
 
+def batched_task_loss(kind: LossKind, prediction: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`task_loss` of T tasks at once: ``prediction`` ``[T, n, ...]``, ``target``
+    ``[T, n, ...]``; per-task losses and accuracies ``[T]``. The built-in losses run batched,
+    a user's loss under ``vmap``."""
+    if kind == "mse":
+        err = F.mse_loss(prediction, target.reshape(prediction.shape), reduction="none")
+        return err.flatten(1).mean(1), prediction.new_zeros(prediction.shape[0])
+    if kind == "cross_entropy":
+        t, n = target.shape
+        loss = F.cross_entropy(prediction.reshape(t * n, -1), target.reshape(-1), reduction="none")
+        acc = (prediction.argmax(dim=-1) == target).to(prediction.dtype)
+        return loss.reshape(t, n).mean(1), acc.mean(1)
+    return torch.vmap(lambda p, y: task_loss(kind, p, y))(prediction, target)
+
+
 def is_classification(kind: LossKind) -> bool:
     return bool(getattr(loss_function(kind), "classification", False))
 

@@ -15,3 +15,14 @@ def episode_rng(seed: int, step: int, shard: int, stream: int = 0) -> np.random.
         if value < 0:
             raise ValueError(f"{name}={value}: must be >= 0")
     return np.random.default_rng(np.random.SeedSequence([seed, step, shard, stream]))
+
+
+MODEL_STREAM = 1_000_003
+"""The stream of the randomness a model or rule draws while computing a shard (DropBlock)."""
+
+
+def torch_seed(seed: int, step: int, shard: int) -> int:
+    """The seed of torch's generators while logical shard ``shard`` of step ``step`` computes:
+    what a model draws (DropBlock's masks) is then a function of (seed, step, shard) only, not
+    of what the worker computed before, so 1 or 2 workers and a retried step agree bit for bit."""
+    return int(episode_rng(seed, step, shard, MODEL_STREAM).integers(2**63 - 1))

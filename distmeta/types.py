@@ -119,8 +119,10 @@ class MetaAlgorithm(Protocol):
         """The meta-parameters: the model's, plus any the rule owns (e.g. a learnable ridge λ)."""
         ...
 
-    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch, step: int = 0) -> MetaGradient:
-        """Grads and metrics SUMMED over the batch's tasks; ``step`` is the outer step."""
+    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch, step: int = 0,
+                      metrics: bool = True) -> MetaGradient:
+        """Grads and metrics SUMMED over the batch's tasks; ``step`` is the outer step;
+        ``metrics=False``: no metrics needed (a step that is not logged), the same grads."""
         ...
 
     def evaluate(self, model: nn.Module, params: Params, batch: EpisodeBatch, steps: int | None = None) -> Any:

@@ -100,22 +100,24 @@ class Rule:
         return model_params(model)
 
     def over_chunks(self, model: nn.Module, params: Params, batch: EpisodeBatch, fn: Callable[[Chunk], T],
-                    step: int = 0, combine: Callable[[T, T], T] | None = None) -> T:
+                    step: int = 0, combine: Callable[[T, T], T] | None = None, report: bool = True) -> T:
         """``fn`` of each chunk of ``batch``, summed over the chunks (or ``combine``d)."""
         names = self.adapted(params, model)
-        chunks = (Chunk.make(model, params, names, part, self.vectorize, step)
+        chunks = (Chunk.make(model, params, names, part, self.vectorize, step, report)
                   for part in slices(batch, self.vectorize, self.chunk_size))
         return over_chunks(chunks, fn, combine)
 
-    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch, step: int = 0) -> MetaGradient:
+    def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch, step: int = 0,
+                      metrics: bool = True) -> MetaGradient:
         """The meta-gradient and metrics of ``batch``, SUMMED over its tasks; ``step`` is the
-        outer step (for rules scheduled over training)."""
+        outer step (for rules scheduled over training). ``metrics=False`` skips the metrics
+        (the runtime computes them on the logged steps only): the gradient is the same."""
         def one(c: Chunk) -> Sums:
-            grads, metrics = self.chunk_gradient(c)
-            return {k: grads[k].detach() for k in params}, metrics
+            grads, sums = self.chunk_gradient(c)
+            return {k: grads[k].detach() for k in params}, sums
 
-        grads, metrics = self.over_chunks(model, params, batch, one, step)
-        return MetaGradient(grads, batch.n_tasks, {k: float(v) for k, v in metrics.items()})
+        grads, sums = self.over_chunks(model, params, batch, one, step, report=metrics)
+        return MetaGradient(grads, batch.n_tasks, {k: float(v) for k, v in sums.items()})
 
     def chunk_gradient(self, c: Chunk) -> Sums:
         """The meta-gradient of the chunk's tasks w.r.t. ``c.theta`` and their metrics, both

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from distmeta.algorithms.functional import forward, split
-from distmeta.losses import is_classification, task_loss
+from distmeta.algorithms.functional import RULE_PREFIX, forward, split
+from distmeta.losses import batched_task_loss, is_classification, task_loss
+from distmeta.models.batched import forward_tasks, supports
 from distmeta.types import EpisodeBatch, LossKind, Params
 
 BODY = "body."
@@ -31,7 +32,8 @@ class Chunk:
 
     ``theta``: every parameter, a leaf requiring grad; ``start``: the adapted names as
     per-task views ``[T, ...]`` (``batched``) or the shared tensors (a chunk of one task);
-    ``frozen``: the rest, shared by all tasks.
+    ``frozen``: the rest, shared by all tasks; ``report``: whether the rule computes its
+    metrics (only the steps that are logged do: the extra forwards cost as much as a step).
     """
 
     model: nn.Module
@@ -42,32 +44,40 @@ class Chunk:
     batch: EpisodeBatch
     batched: bool
     step: int = 0
+    report: bool = True
 
     @classmethod
     def make(cls, model: nn.Module, params: Params, names: tuple[str, ...], batch: EpisodeBatch,
-             batched: bool, step: int = 0) -> Chunk:
+             batched: bool, step: int = 0, report: bool = True) -> Chunk:
         """``step`` is the outer step (for rules whose behaviour is scheduled over training)."""
         theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         adapted, frozen = split(theta, names)
         n = batch.n_tasks
         start = {k: v.expand(n, *v.shape) for k, v in adapted.items()} if batched else dict(adapted)
-        return cls(model, batch.loss, theta, start, frozen, batch, batched, step)  # type: ignore[arg-type]
+        return cls(model, batch.loss, theta, start, frozen, batch, batched, step, report)  # type: ignore[arg-type]
 
     def losses(self, adapted: Mapping[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per-task losses and accuracies ``[T]`` with ``adapted`` parameters on inputs ``x``."""
         def one(p: Mapping[str, Tensor], xi: Tensor, yi: Tensor) -> tuple[Tensor, Tensor]:
             return task_loss(self.kind, forward(self.model, {**self.frozen, **p}, xi), yi)
 
+        if self.batched and supports(self.model, x.device.type):
+            return batched_task_loss(self.kind, self.outputs(adapted, x), y)
         if self.batched:
             return vmap(one, randomness="different")(adapted, x, y)  # DropBlock: per-task draws
         loss, acc = one(adapted, x[0], y[0])
         return loss.unsqueeze(0), acc.unsqueeze(0)
 
     def outputs(self, adapted: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        """Per-task model outputs ``[T, N, ...]`` with ``adapted`` parameters on inputs ``x``."""
+        """Per-task model outputs ``[T, N, ...]`` with ``adapted`` parameters on inputs ``x``:
+        the task-batched forward (:mod:`distmeta.models.batched`) where the model's layers
+        allow, else ``vmap`` of the model's forward."""
         def one(p: Mapping[str, Tensor], xi: Tensor) -> Tensor:
             return forward(self.model, {**self.frozen, **p}, xi)
 
+        if self.batched and supports(self.model, x.device.type):
+            shared = {k: v for k, v in self.frozen.items() if not k.startswith(RULE_PREFIX)}
+            return forward_tasks(self.model, {**shared, **adapted}, x)
         return vmap(one, randomness="different")(adapted, x) if self.batched else one(adapted, x[0]).unsqueeze(0)
 
     def features(self, x: Tensor) -> Tensor:
@@ -121,7 +131,10 @@ def gradients(output: Tensor, wrt: Mapping[str, Tensor], **kwargs) -> dict[str, 
 def adaptation_metrics(c: Chunk, fast: Params, support_before: Tensor,
                        query_after: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
     """Pre/post-adaptation losses (and accuracies) SUMMED over the chunk's tasks; the inner
-    loop's first loss and the outer objective are reused when given, not recomputed."""
+    loop's first loss and the outer objective are reused when given, not recomputed. None
+    on a step that is not reported (``c.report``)."""
+    if not c.report:
+        return {}
     with torch.no_grad():
         q_before, acc_before = c.query(c.start)
         q_after, acc_after = query_after if query_after is not None else c.query(fast)

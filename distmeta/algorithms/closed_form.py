@@ -43,8 +43,8 @@ class HeadRule(Rule):
 
     def chunk_gradient(self, c: Chunk) -> Sums:
         loss, acc = self.query_losses(c)
-        metrics = {"query_loss": loss.detach().sum()}
-        if is_classification(c.kind):
+        metrics = {"query_loss": loss.detach().sum()} if c.report else {}
+        if c.report and is_classification(c.kind):
             metrics["query_acc"] = acc.detach().sum()
         return gradients(loss.sum(), c.theta), metrics
 

@@ -32,7 +32,14 @@ SCALE = RULE_PREFIX + "scale"
 
 def ridge_head(phi: Tensor, targets: Tensor, lam: Tensor | float) -> Tensor:
     """Closed-form ridge weights ``[..., p, out]`` (any leading task dimensions); the Woodbury
-    form when there are fewer points than features."""
+    form when there are fewer points than features. Solved in float32 (or float64) with
+    autocast off: CUDA has no bf16 solve, and CUDA's autocast would hand it bf16 products."""
+    with torch.autocast(phi.device.type, enabled=False):
+        dtype = torch.promote_types(phi.dtype, torch.float32)
+        return _ridge(phi.to(dtype), targets.to(dtype), lam)
+
+
+def _ridge(phi: Tensor, targets: Tensor, lam: Tensor | float) -> Tensor:
     n, p = phi.shape[-2:]
     t = phi.transpose(-1, -2)
     if n < p:

@@ -53,6 +53,7 @@ class TrainingProgress:
         self.task: Any = None
         self.t0 = self.last = time.perf_counter()
         self.total, self.first = 0, 0
+        self.seen: dict[str, float] = {}  # the rule's metrics come on logged steps only
 
     def __enter__(self) -> TrainingProgress:
         if self.progress is not None:
@@ -75,7 +76,8 @@ class TrainingProgress:
 
     def step(self, step: int, m: dict[str, float]) -> None:
         now = time.perf_counter()
-        line = progress_line(step, self.total, m, now - self.t0, self.first)
+        self.seen.update(m)
+        line = progress_line(step, self.total, self.seen, now - self.t0, self.first)
         if now - self.last >= self.every_s or step >= self.total:
             self.last = now
             progress_log.info(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -26,6 +27,12 @@ class OuterConfig(Section):
     schedule: Literal["constant", "cosine"] = Field("constant", description="the outer learning rate after "
                                                     "warm-up: constant, or cosine decay to 0 at outer.steps")
     warmup_steps: int = Field(0, ge=0, le=10**9, description="linear warm-up of the outer learning rate over this many steps")
+    lr_scaling: Literal["none", "sqrt", "linear"] = Field("none", description="scale outer.lr by "
+                                                          "runtime.meta_batch / outer.lr_base_batch (linear, Goyal et "
+                                                          "al. 2017) or its square root (sqrt), to raise the meta-batch "
+                                                          "as workers are added; warm up with outer.warmup_steps")
+    lr_base_batch: int | None = Field(None, ge=1, le=10**7, description="the meta-batch outer.lr was tuned at "
+                                      "(what outer.lr_scaling scales from)")
     clip_grad_norm: float | None = Field(None, gt=0, description="clip the global norm of the meta-gradient "
                                          "to this value (null: no clipping)")
     zero_head: bool = Field(False, description="the zeroing trick (Kao et al. 2022): set the linear head to "
@@ -34,9 +41,19 @@ class OuterConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> OuterConfig:
+        if self.lr_scaling != "none" and self.lr_base_batch is None:
+            raise ValueError(f"outer.lr_scaling={self.lr_scaling} needs outer.lr_base_batch: the meta-batch "
+                             "outer.lr was tuned at")
         cls = plugins.resolve("optimizer", self.optimizer)
         self.optimizer_args.update(check_kwargs("outer.optimizer_args", cls, self.optimizer_args, skip=("params",)))
         return self
+
+    def peak_lr(self, meta_batch: int) -> float:
+        """``lr`` scaled for ``meta_batch`` tasks per step (``lr_scaling``): the rate after warm-up."""
+        if self.lr_scaling == "none" or self.lr_base_batch is None:
+            return self.lr
+        ratio = meta_batch / self.lr_base_batch
+        return self.lr * (ratio if self.lr_scaling == "linear" else math.sqrt(ratio))
 
     def build(self, params: list[Any]) -> Any:
         """The optimiser over ``params``: ``lr`` and, where it takes them, ``momentum`` and
@@ -77,7 +94,9 @@ class RuntimeConfig(Section):
     node_aggregation: bool = Field(True, description="pre-sum the gradients of a node's workers on that node, "
                                    "so the server receives one per node")
     deterministic: bool = Field(False, description="deterministic torch (and cuDNN) kernels, for bit-identity "
-                                "on GPUs")
+                                "on GPUs; otherwise cuDNN benchmarks its convolution algorithms")
+    tf32: bool = Field(False, description="TF32 matrix products and convolutions on CUDA (faster, about 3 "
+                       "significant digits); off: full float32")
     placement_wait_s: float = Field(0.0, ge=0, le=WEEK_S, description="how long to wait for an autoscaling cluster to grow "
                                     "to the resources asked for (0: too small a cluster is an error at once)")
     dtype: Literal["float32", "float64"] = Field("float32", description="dtype of parameters, episodes and "

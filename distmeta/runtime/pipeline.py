@@ -71,8 +71,9 @@ class Pipeline:
     """Steps in flight: ``submit`` the next one, ``collect`` the oldest."""
 
     def __init__(self, cfg: RunConfig, actors: Actors, policy: FaultPolicy,
-                 on_dispatch: Callable[[int, Pipeline], None] | None = None) -> None:
+                 on_dispatch: Callable[[int, Pipeline], None] | None = None, target: int | None = None) -> None:
         self.cfg, self.actors, self.policy, self.on_dispatch = cfg, actors, policy, on_dispatch
+        self.target = cfg.outer.steps if target is None else target
         self.pool, self.servers = actors.pool, actors.servers
         self.server = actors.servers[0]
         self.inflight: deque[Submitted] = deque()
@@ -88,6 +89,11 @@ class Pipeline:
         self.last_collect = None
         self.policy.reset()
         return self.next_step
+
+    def reports(self, step: int) -> bool:
+        """Whether step ``step`` is logged (every ``tracking.log_every``-th and the last): the
+        workers compute the rule's metrics only then."""
+        return step % self.cfg.tracking.log_every == 0 or step >= self.target - 1
 
     def full(self) -> bool:
         return len(self.inflight) > self.cfg.runtime.max_lag
@@ -105,7 +111,8 @@ class Pipeline:
     def _compute(self, sub: Submitted, shards: list[int], workers: list[int]) -> None:
         k = len(self.servers)
         for w, mine in deal(shards, workers, self.actors.node_of).items():
-            refs = self.pool.actors[w].compute.options(num_returns=1 + k).remote(sub.step, mine, *sub.inputs)
+            refs = self.pool.actors[w].compute.options(num_returns=1 + k).remote(
+                sub.step, mine, *sub.inputs, report=self.reports(sub.step))
             sub.status[refs[0]] = (w, mine, refs[1:])
 
     def _apply(self, sub: Submitted, aggregate: bool) -> None:

@@ -198,7 +198,7 @@ class Run:
         abandoned one ends the loop at once). The loop ends with a checkpoint at the server's
         step. ``start`` is when :meth:`train` was called."""
         policy = FaultPolicy(self.cfg.runtime, actors.pool)
-        pipe = Pipeline(self.cfg, actors, policy, cb.on_dispatch)
+        pipe = Pipeline(self.cfg, actors, policy, cb.on_dispatch, stop.target)
         step = pipe.sync()
         if cb.on_start:
             cb.on_start(self.rd.location, self.cfg, step)
@@ -228,7 +228,7 @@ class Run:
         """One collected step: diagnostics when due, the history, the tracker, the callbacks."""
         count, last = done.step + 1, stop.is_last(done.step + 1)
         metrics = done.metrics
-        if self.diagnostics is not None and (done.step % self.cfg.tracking.log_every == 0 or last):
+        if self.diagnostics is not None and (pipe.reports(done.step) or last):
             metrics = metrics | self.diagnostics(pipe.params(done))
         self.history.add(done.step, metrics, last)
         self.tracking.log_step(done.step, metrics, last)

@@ -16,17 +16,23 @@ from typing import Any
 import torch
 
 from distmeta import plugins
-from distmeta.config import RunConfig, validate
+from distmeta.config import ConfigError, RunConfig, validate
 from distmeta.runtime.server import StaleStepError, State, server_partition
 from distmeta.runtime.tree import Block, aligned_blocks, combine, presum
+from distmeta.seeding import torch_seed
 from distmeta.tasks.sources import task_source
-from distmeta.types import Params
+from distmeta.types import MetaGradient, Params
 
 
 def set_determinism(cfg: RunConfig) -> None:
-    """``runtime.deterministic``: deterministic torch kernels (and cuDNN), for bit-identity on
-    GPUs; cuBLAS needs its workspace setting before CUDA starts."""
+    """The kernels: ``runtime.tf32`` (TF32 on CUDA, off by default, where torch's own default
+    runs convolutions in TF32); ``runtime.deterministic``: deterministic torch kernels (and
+    cuDNN), for bit-identity on GPUs (cuBLAS needs its workspace setting before CUDA starts);
+    otherwise cuDNN benchmarks the convolution algorithms for the shapes it meets."""
+    torch.backends.cuda.matmul.allow_tf32 = cfg.runtime.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.runtime.tf32
     if not cfg.runtime.deterministic:
+        torch.backends.cudnn.benchmark = True
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
@@ -41,23 +47,51 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def worker_device(gpus: float) -> torch.device:
+    """The device of a worker Ray gave ``gpus`` GPUs: CUDA, or an error naming the key when
+    torch sees none (a CPU build of torch, or no driver), never a silent CPU run."""
+    if gpus <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"runtime.gpus_per_worker={gpus:g}: this worker ({socket.gethostname()}) has no CUDA "
+                          f"device torch can use (torch {torch.__version__}, CUDA build "
+                          f"{torch.version.cuda or 'none'}); install a CUDA build of torch on the GPU nodes, or set "
+                          "runtime.gpus_per_worker=0")
+    return torch.device("cuda")
+
+
+def to_host(tensors: Params) -> Params:
+    """Tensors on the host, in one device-to-host copy (one synchronisation) for all of them."""
+    if not tensors or all(v.device.type == "cpu" for v in tensors.values()):
+        return dict(tensors)
+    if len({v.dtype for v in tensors.values()}) > 1:
+        return {k: v.cpu() for k, v in tensors.items()}
+    flat = torch.cat([v.reshape(-1) for v in tensors.values()]).cpu()
+    out, at = {}, 0
+    for k, v in tensors.items():
+        out[k] = flat[at:at + v.numel()].view(v.shape)
+        at += v.numel()
+    return out
+
+
 class MetaWorker:
     def __init__(self, config: dict[str, Any], given: dict[str, dict[str, Any]] | None = None) -> None:
         plugins.accept(given)
         self.cfg = validate(config)
         set_determinism(self.cfg)
         torch.set_num_threads(self.cfg.runtime.threads_per_worker)
-        self.device = torch.device("cuda" if self.cfg.runtime.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu")
+        self.device = worker_device(self.cfg.runtime.gpus_per_worker)
         self.dtype = getattr(torch, self.cfg.runtime.dtype)
         self.model = self.cfg.model.build().to(self.device, self.dtype)
         self.rule = self.cfg.algorithm.build()
         self.source = task_source(self.cfg)
         self.parts = server_partition(self.rule.init_params(self.model), self.cfg.runtime.server_shards)
 
-    def compute(self, step: int, shards: list[int], *states: State) -> tuple[Any, ...]:
+    def compute(self, step: int, shards: list[int], *states: State, report: bool = True) -> tuple[Any, ...]:
         """(status, blocks for server shard 0, ..., blocks for server shard K-1): the status
         (metric sums, timings) goes to the driver; each server shard gets this worker's
-        maximal aligned blocks (:mod:`distmeta.runtime.tree`) of its own parameters."""
+        maximal aligned blocks (:mod:`distmeta.runtime.tree`) of its own parameters.
+        ``report``: whether the step is logged; the rule computes its metrics only then."""
         params: Params = {}
         for server_step, part in states:
             if server_step != step:
@@ -68,17 +102,23 @@ class MetaWorker:
         leaves: dict[int, tuple[Params, int]] = {}
         metrics: dict[int, dict[str, float]] = {}
         for shard in shards:
-            batch = self.source.sample(self.cfg.runtime.tasks_per_shard, self.cfg.seed, step, shard)
-            with autocast(self.device, self.cfg.runtime.precision):
-                mg = self.rule.meta_gradient(self.model, params, batch.to(self.device, self.dtype), step)
+            mg = self.shard_gradient(params, step, shard, report)
             leaves[shard] = ({k: g.detach() for k, g in mg.grads.items()}, mg.n_tasks)
             metrics[shard] = mg.metrics
         blocks = presum(leaves, self.cfg.runtime.logical_shards)
-        out = [[(lo, hi, {k: grads[k].cpu() for k in part}, n) for lo, hi, grads, n in blocks] for part in self.parts]
+        out = [[(lo, hi, to_host({k: grads[k] for k in part}), n) for lo, hi, grads, n in blocks] for part in self.parts]
         status = {"shards": list(shards), "metrics": metrics, "compute_s": time.perf_counter() - start,
                   "pid": os.getpid(), "host": socket.gethostname(),
                   "skipped_files": list(getattr(self.source, "skipped", []))}
         return (status, *out)
+
+    def shard_gradient(self, params: Params, step: int, shard: int, report: bool = True) -> MetaGradient:
+        """Logical shard ``shard``'s summed meta-gradient at step ``step``: its episodes and
+        whatever the model draws (DropBlock) are functions of (seed, step, shard) alone."""
+        batch = self.source.sample(self.cfg.runtime.tasks_per_shard, self.cfg.seed, step, shard)
+        torch.manual_seed(torch_seed(self.cfg.seed, step, shard))
+        with autocast(self.device, self.cfg.runtime.precision):
+            return self.rule.meta_gradient(self.model, params, batch.to(self.device, self.dtype), step, report)
 
     def pid(self) -> int:
         return os.getpid()

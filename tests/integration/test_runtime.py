@@ -58,10 +58,21 @@ def test_ray_binds_loopback_only(ray_session):
 
 @pytest.mark.parametrize("workers", [1, 4])
 def test_same_parameters_for_any_number_of_workers(reference, workers, tmp_path):
-    result = train(config(f"runtime.workers={workers}"), run_dir=str(tmp_path / "run"))
+    # one worker logs every step: the reference (log_every 10) computes the rule's metrics on
+    # steps 0 and 7 only, and there they are the same numbers
+    result = train(config(f"runtime.workers={workers}", f"tracking.log_every={1 if workers == 1 else 10}"),
+                   run_dir=str(tmp_path / "run"))
     assert result.step == 8
     assert same(result.params, reference.params)
     assert result.history[-1][1]["query_loss"] == reference.history[-1][1]["query_loss"]
+    logged = {step: m for step, m in reference.history if "query_loss" in m}
+    assert sorted(logged) == [0, 7]
+    if workers == 1:
+        assert all("query_loss_before" in m for _, m in result.history)
+        for step, m in result.history:
+            if step in logged:
+                metric_keys = {k for k in logged[step] if k.startswith(("query_", "support_"))}
+                assert metric_keys and all(m[k] == logged[step][k] for k in metric_keys)
 
 
 def signal_at(step_no, actor_of, sig, sent):

@@ -64,6 +64,21 @@ def test_ridge_head_matches_explicit_solve(n_points):
     np.testing.assert_allclose(got, explicit, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("n_points", [3, 20])
+def test_ridge_head_solves_bf16_inputs_in_float32_with_autocast_off(n_points, monkeypatch):
+    """What CUDA's autocast hands the head: bf16 features. The solve must see float32."""
+    g = torch.Generator().manual_seed(0)
+    phi = torch.randn(2, n_points, 8, generator=g).bfloat16()
+    y = torch.randn(2, n_points, 3, generator=g).bfloat16()
+    seen = []
+    solve = torch.linalg.solve
+    monkeypatch.setattr(torch.linalg, "solve", lambda a, b: seen.append((a.dtype, b.dtype)) or solve(a, b))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ridge_head(phi, y, 0.7)
+    assert got.dtype == torch.float32 and seen == [(torch.float32, torch.float32)]
+    assert torch.equal(got, ridge_head(phi.float(), y.float(), 0.7))
+
+
 def r2d2_setup():
     torch.manual_seed(0)
     model = mlp(in_features=2, hidden=(5,), out_features=3).double()
@@ -146,6 +161,23 @@ def test_vectorised_equals_per_task_loop(name, adapt, family):
         assert a.metrics[k] == pytest.approx(b.metrics[k], rel=1e-9)
     ea, eb = vec.evaluate(model, params, batch, steps=3), loop.evaluate(model, params, batch, steps=3)
     np.testing.assert_allclose(ea.query_loss, eb.query_loss, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_a_step_without_metrics_has_the_same_gradient_bit_for_bit(name, vectorize):
+    """The runtime asks for metrics on logged steps only: the gradient must not change."""
+    torch.manual_seed(0)
+    model, batch = conv4(3, image_size=16, hidden=4).double(), image_batch()
+    hyper = {} if name in ("r2d2", "protonet") else {"inner_lr": 0.1}
+    if name in ("maml", "fomaml", "imaml", "reptile", "metasgd", "kfo", "leap"):
+        hyper["inner_steps"] = 2
+    rule = ALGORITHMS[name](vectorize=vectorize, **hyper)
+    params = rule.init_params(model)
+    full, bare = rule.meta_gradient(model, params, batch, 3), rule.meta_gradient(model, params, batch, 3, metrics=False)
+    assert full.metrics and "query_loss" in full.metrics and bare.metrics == {}
+    assert full.grads.keys() == bare.grads.keys()
+    assert all(torch.equal(full.grads[k], bare.grads[k]) for k in full.grads)
 
 
 def test_chunked_vmap_equals_unchunked():

@@ -134,3 +134,18 @@ def test_lr_schedule():
     assert lr_at(cfg, 9) == pytest.approx(1.0)
     assert lr_at(cfg, 60) == pytest.approx(0.5)
     assert lr_at(cfg, 110) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("rule,factor", [("none", 1.0), ("sqrt", 2.0), ("linear", 4.0)])
+def test_lr_scaling_scales_the_peak_for_the_meta_batch_after_warm_up(rule, factor):
+    cfg = load_config(None, ["outer.lr=0.01", f"outer.lr_scaling={rule}", "outer.lr_base_batch=16",
+                             "runtime.meta_batch=64", "runtime.logical_shards=4", "outer.warmup_steps=4"])
+    assert lr_at(cfg, 0) == pytest.approx(0.01 * factor / 4)
+    assert lr_at(cfg, 3) == lr_at(cfg, 100) == pytest.approx(0.01 * factor)
+
+
+def test_lr_scaling_without_a_base_batch_names_both_keys():
+    from distmeta.config import ConfigError
+
+    with pytest.raises(ConfigError, match="outer.lr_scaling=sqrt needs outer.lr_base_batch"):
+        load_config(None, ["outer.lr_scaling=sqrt"])
