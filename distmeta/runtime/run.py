@@ -19,6 +19,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,14 @@ class TrainResult:
         return exit_code(self.stopped_by_signal)
 
 
+def _background(fn: Callable[..., Any], **kwargs: Any) -> Future[Any]:
+    """``fn(**kwargs)`` on a thread of its own; ``.result()`` waits and re-raises."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distmeta-start")
+    future = pool.submit(fn, **kwargs)
+    pool.shutdown(wait=False)
+    return future
+
+
 class Run:
     """A run directory and everything that trains, stops, records and evaluates it."""
 
@@ -147,14 +156,18 @@ class Run:
         self.check()
         rt = self.cfg.runtime
         target = min(self.cfg.outer.steps, until_step) if until_step is not None else self.cfg.outer.steps
+        building = _background(lambda: self.tracking)  # MLflow imports while Ray starts
         session = connect(address, rt.workers * rt.cpus_per_worker, runtime_env(self.cfg))  # GPUs: what Ray detects
         result: TrainResult | None = None
         status = "FAILED"
         with StopPolicy(target, rt.time_limit_s, rt.stop_grace_s) as stop:
-            tracking = self.tracking
-            actors = make_actors(self.cfg, self.rd.location)
+            tracking = building.result()
+            # the MLflow run opens while the actors start (both wait on other processes)
+            opening = _background(tracking.open_training, nodes=live_nodes(), workers=rt.workers, extra=job_tags())
+            actors: Actors | None = None
             try:
-                tracking.open_training(nodes=live_nodes(), workers=rt.workers, extra=job_tags())
+                actors = make_actors(self.cfg, self.rd.location)
+                opening.result()
                 result = self._loop(actors, stop, callbacks or Callbacks(), start)
                 result.run_id, result.tracking_uri = tracking.run_id, tracking.tracking_uri
                 status = self._evaluate(result, stop, evaluate_at_end)
@@ -166,7 +179,9 @@ class Run:
                 status = "KILLED"
                 raise
             finally:
-                release(actors)
+                if actors is not None:
+                    release(actors)
+                wait([opening])  # when the actors failed to start: the run, if it opened, ends FAILED
                 self.history.close()
                 done = result if status in ("FINISHED", "KILLED") else None
                 tracking.finish(done.step if done else None, self.history.curve_points(),
