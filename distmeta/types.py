@@ -92,6 +92,19 @@ class EpisodeBatch:
         return EpisodeBatch(move(self.support_x), move(self.support_y), move(self.query_x),
                             move(self.query_y), self.loss)
 
+    @classmethod
+    def cat(cls, batches: list[EpisodeBatch]) -> EpisodeBatch:
+        """The tasks of ``batches`` (of one loss and shape) one after the other."""
+        if len(batches) == 1:
+            return batches[0]
+        return cls(*(torch.cat([getattr(b, name) for b in batches])
+                     for name in ("support_x", "support_y", "query_x", "query_y")), batches[0].loss)
+
+    def layout(self) -> tuple[object, ...]:
+        """What batches must share to be one batch: the loss, shapes (tasks aside), dtypes, device."""
+        return (self.loss, self.support_x.device, *((t.shape[1:], t.dtype) for t in
+                (self.support_x, self.support_y, self.query_x, self.query_y)))
+
     def slice(self, start: int, stop: int) -> EpisodeBatch:
         """Tasks ``start:stop`` as a batch of their own."""
         return EpisodeBatch(self.support_x[start:stop], self.support_y[start:stop],

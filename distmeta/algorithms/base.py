@@ -19,6 +19,7 @@ from distmeta.algorithms.functional import Adapt, adapted_names
 from distmeta.algorithms.inner import SGD, InnerLoop, InnerUpdate
 from distmeta.algorithms.outer import OuterGradient
 from distmeta.models.base import head_prefix
+from distmeta.models.batched import fuses
 from distmeta.types import EpisodeBatch, MetaGradient, Params
 
 T = TypeVar("T")
@@ -91,6 +92,11 @@ class Rule:
     config_name: ClassVar[str] = ""
     """The rule's ``algorithm.name``, for messages that name it (a plugin's: its class name)."""
 
+    fuses_shards: ClassVar[bool] = False
+    """Whether :meth:`shard_gradients` may run several logical shards as one chunk
+    (:meth:`Chunk.grouped`): true for the rules whose every sum over tasks goes through
+    :meth:`Chunk.task_sum` and :func:`~distmeta.algorithms.chunk.adaptation_metrics`."""
+
     def __post_init__(self) -> None:
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"algorithm({type(self).__name__}).chunk_size={self.chunk_size!r}: must be >= 1 or null")
@@ -118,6 +124,44 @@ class Rule:
 
         grads, sums = self.over_chunks(model, params, batch, one, step, report=metrics)
         return MetaGradient(grads, batch.n_tasks, {k: float(v) for k, v in sums.items()})
+
+    def shard_gradients(self, model: nn.Module, params: Params, batches: list[EpisodeBatch], step: int = 0,
+                        metrics: bool = True) -> list[MetaGradient]:
+        """:meth:`meta_gradient` of each logical shard's batch, in as few engine calls as keep
+        each shard's sums exactly what they are on their own (see :meth:`fused_group`)."""
+        group = self.fused_group(model, params, batches)
+        if not group:
+            return [self.meta_gradient(model, params, b, step, metrics) for b in batches]
+        out: list[MetaGradient] = []
+        for at in range(0, len(batches), group):
+            part = batches[at:at + group]
+            c = Chunk.grouped(model, params, EpisodeBatch.cat(part), len(part), step, metrics)
+            grads, sums = self.chunk_gradient(c)
+            values = {k: v.tolist() for k, v in sums.items()}
+            out += [MetaGradient({k: grads[k][s].detach() for k in params}, b.n_tasks,
+                                 {k: v[s] for k, v in values.items()}) for s, b in enumerate(part)]
+        return out
+
+    def fused_group(self, model: nn.Module, params: Params, batches: list[EpisodeBatch]) -> int:
+        """How many shards one call takes; 0: one call per shard, as :meth:`meta_gradient`.
+
+        Shards fuse when the rule says it can (``fuses_shards``), every parameter adapts (a
+        shared parameter's gradient would be reduced over all tasks of the call inside the
+        kernels, in an order that depends on how many there are), the model's per-task
+        kernels give each task the same numbers in any batch
+        (:func:`~distmeta.models.batched.fuses`: they draw no random numbers either), and the
+        shards' batches are of one layout and of 2 tasks or more each. ``chunk_size`` bounds
+        the tasks of a call."""
+        if not (self.fuses_shards and self.vectorize and batches):
+            return 0
+        first = batches[0]
+        if first.n_tasks < 2 or any(b.layout() != first.layout() or b.n_tasks != first.n_tasks for b in batches):
+            return 0
+        if set(self.adapted(params, model)) != set(params) or not fuses(model, first.support_x.device.type):
+            return 0
+        if self.chunk_size is None:
+            return len(batches)
+        return self.chunk_size // first.n_tasks
 
     def chunk_gradient(self, c: Chunk) -> Sums:
         """The meta-gradient of the chunk's tasks w.r.t. ``c.theta`` and their metrics, both

@@ -34,6 +34,9 @@ class Chunk:
     per-task views ``[T, ...]`` (``batched``) or the shared tensors (a chunk of one task);
     ``frozen``: the rest, shared by all tasks; ``report``: whether the rule computes its
     metrics (only the steps that are logged do: the extra forwards cost as much as a step).
+
+    ``groups``: the chunk holds the tasks of that many logical shards, one after the other
+    (:meth:`grouped`); ``None`` is one batch of tasks.
     """
 
     model: nn.Module
@@ -45,6 +48,7 @@ class Chunk:
     batched: bool
     step: int = 0
     report: bool = True
+    groups: int | None = None
 
     @classmethod
     def make(cls, model: nn.Module, params: Params, names: tuple[str, ...], batch: EpisodeBatch,
@@ -55,6 +59,27 @@ class Chunk:
         n = batch.n_tasks
         start = {k: v.expand(n, *v.shape) for k, v in adapted.items()} if batched else dict(adapted)
         return cls(model, batch.loss, theta, start, frozen, batch, batched, step, report)  # type: ignore[arg-type]
+
+    @classmethod
+    def grouped(cls, model: nn.Module, params: Params, batch: EpisodeBatch, groups: int, step: int = 0,
+                report: bool = True) -> Chunk:
+        """The tasks of ``groups`` logical shards (``batch``: theirs one after the other, the same
+        number each) in one chunk, with every parameter adapted and each shard's sums as they
+        would be alone: ``theta[k]`` is ``[groups, ...]``, one copy per shard; the tasks of
+        shard s start from views of row s; :meth:`task_sum` and :meth:`task_total` sum each
+        shard's slice of tasks separately, in task order. The gradient of row s is then shard
+        s's own, by the same reductions over the same per-task tensors as a call on its own."""
+        if batch.n_tasks % groups:
+            raise ValueError(f"Chunk.grouped: {batch.n_tasks} tasks do not split into {groups} shards")
+        per = batch.n_tasks // groups
+        theta = {k: v.detach().unsqueeze(0).repeat(groups, *[1] * v.dim()).requires_grad_(True)
+                 for k, v in params.items()}
+        start = {k: torch.cat([v[s].expand(per, *v.shape[1:]) for s in range(groups)]) for k, v in theta.items()}
+        return cls(model, batch.loss, theta, start, {}, batch, True, step, report, groups)  # type: ignore[arg-type]
+
+    def _shards(self, per_task: Tensor) -> list[Tensor]:
+        per = self.batch.n_tasks // self.groups  # type: ignore[operator]
+        return [per_task[s * per:(s + 1) * per] for s in range(self.groups)]  # type: ignore[arg-type]
 
     def losses(self, adapted: Mapping[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per-task losses and accuracies ``[T]`` with ``adapted`` parameters on inputs ``x``."""
@@ -109,8 +134,18 @@ class Chunk:
         return scalar.reshape(-1, *[1] * (like.dim() - 1)) if self.batched else scalar
 
     def task_sum(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Per-task tensors summed over the chunk's tasks."""
+        """Per-task tensors summed over the chunk's tasks (per shard in a :meth:`grouped` chunk:
+        ``[groups, ...]``)."""
+        if self.groups is not None:
+            return {k: torch.stack([part.sum(0) for part in self._shards(v)]) for k, v in tensors.items()}
         return {k: v.sum(0) if self.batched else v for k, v in tensors.items()}
+
+    def task_total(self, per_task: Tensor) -> Tensor:
+        """A per-task scalar ``[T]`` summed over the chunk's tasks (per shard in a
+        :meth:`grouped` chunk: ``[groups]``)."""
+        if self.groups is not None:
+            return torch.stack([part.sum() for part in self._shards(per_task)])
+        return per_task.sum()
 
 
 def slices(batch: EpisodeBatch, vectorize: bool, chunk_size: int | None) -> Iterator[EpisodeBatch]:
@@ -138,8 +173,8 @@ def adaptation_metrics(c: Chunk, fast: Params, support_before: Tensor,
     with torch.no_grad():
         q_before, acc_before = c.query(c.start)
         q_after, acc_after = query_after if query_after is not None else c.query(fast)
-        metrics = {"query_loss": q_after.detach().sum(), "query_loss_before": q_before.sum(),
-                   "support_loss_before": support_before.detach().sum(), "support_loss_after": c.support(fast).sum()}
+        metrics = {"query_loss": q_after.detach(), "query_loss_before": q_before,
+                   "support_loss_before": support_before.detach(), "support_loss_after": c.support(fast)}
         if is_classification(c.kind):
-            metrics |= {"query_acc": acc_after.detach().sum(), "query_acc_before": acc_before.sum()}
-    return metrics
+            metrics |= {"query_acc": acc_after.detach(), "query_acc_before": acc_before}
+    return {k: c.task_total(v) for k, v in metrics.items()}

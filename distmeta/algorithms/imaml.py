@@ -95,6 +95,7 @@ class IMAML(AdaptingRule):
     damping: float = 0.0
 
     config_name: ClassVar[str] = "imaml"
+    fuses_shards: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

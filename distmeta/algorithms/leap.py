@@ -87,6 +87,7 @@ class Leap(AdaptingRule):
     stabilise: bool = True
 
     config_name: ClassVar[str] = "leap"
+    fuses_shards: ClassVar[bool] = True
 
     def outer_gradient(self, c: Chunk) -> PathLength:
         return PathLength(self.loss_dim, self.norm, self.stabilise)

@@ -34,6 +34,7 @@ class Reptile(AdaptingRule):
     """Reptile: ``Reptile(inner_lr=0.1, inner_steps=5)``; use the outer SGD lr as epsilon."""
 
     config_name: ClassVar[str] = "reptile"
+    fuses_shards: ClassVar[bool] = True
 
     def outer_gradient(self, c: Chunk) -> Displacement:
         return Displacement()

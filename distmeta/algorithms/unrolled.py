@@ -52,6 +52,7 @@ class UnrolledRule(AdaptingRule):
     bn_per_step: bool = False
 
     second_order: ClassVar[bool] = True
+    fuses_shards: ClassVar[bool] = True
     learns_update: ClassVar[str] = ""
     """What the rule's own update learns, e.g. "Meta-SGD (algorithm.name=metasgd) learns its
     own rates": then ``lslr`` is refused with that reason."""

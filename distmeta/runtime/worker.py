@@ -101,8 +101,7 @@ class MetaWorker:
         params = {k: v.to(self.device, non_blocking=True) for k, v in params.items()}
         leaves: dict[int, tuple[Params, int]] = {}
         metrics: dict[int, dict[str, float]] = {}
-        for shard in shards:
-            mg = self.shard_gradient(params, step, shard, report)
+        for shard, mg in zip(shards, self.shard_gradients(params, step, shards, report), strict=True):
             leaves[shard] = ({k: g.detach() for k, g in mg.grads.items()}, mg.n_tasks)
             metrics[shard] = mg.metrics
         blocks = presum(leaves, self.cfg.runtime.logical_shards)
@@ -112,13 +111,22 @@ class MetaWorker:
                   "skipped_files": list(getattr(self.source, "skipped", []))}
         return (status, *out)
 
-    def shard_gradient(self, params: Params, step: int, shard: int, report: bool = True) -> MetaGradient:
-        """Logical shard ``shard``'s summed meta-gradient at step ``step``: its episodes and
-        whatever the model draws (DropBlock) are functions of (seed, step, shard) alone."""
-        batch = self.source.sample(self.cfg.runtime.tasks_per_shard, self.cfg.seed, step, shard)
-        torch.manual_seed(torch_seed(self.cfg.seed, step, shard))
+    def shard_gradients(self, params: Params, step: int, shards: list[int], report: bool = True) -> list[MetaGradient]:
+        """The summed meta-gradients of logical shards ``shards`` at step ``step``: their
+        episodes and whatever the model draws (DropBlock) are functions of (seed, step, shard)
+        alone. Shards the rule can fuse (:meth:`~distmeta.algorithms.base.Rule.fused_group`:
+        a forward that draws nothing, each shard's sums what they are alone) go in one call."""
+        batches = [self.source.sample(self.cfg.runtime.tasks_per_shard, self.cfg.seed, step, shard).to(
+            self.device, self.dtype) for shard in shards]
+        fused = getattr(self.rule, "shard_gradients", None)
         with autocast(self.device, self.cfg.runtime.precision):
-            return self.rule.meta_gradient(self.model, params, batch.to(self.device, self.dtype), step, report)
+            if fused is not None and self.rule.fused_group(self.model, params, batches):
+                return fused(self.model, params, batches, step, report)
+            out = []
+            for shard, batch in zip(shards, batches, strict=True):
+                torch.manual_seed(torch_seed(self.cfg.seed, step, shard))
+                out.append(self.rule.meta_gradient(self.model, params, batch, step, report))
+            return out
 
     def pid(self) -> int:
         return os.getpid()

@@ -25,7 +25,7 @@ def config(tmp_path_factory):
 
 
 def grads(worker, shard, params, step=0):
-    return worker.shard_gradient(params, step, shard).grads
+    return worker.shard_gradients(params, step, [shard])[0].grads
 
 
 def same(a, b):
