@@ -51,4 +51,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check distmeta tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(ANCHORS) runs mlruns mlflow.db .pytest_cache bench.json
+	rm -rf $(VENV) $(ANCHORS) runs mlruns mlflow.db .pytest_cache bench.json bench-tta.png

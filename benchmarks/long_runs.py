@@ -39,9 +39,9 @@ def history_bytes(root: Path, steps: int, uri: bool) -> dict[str, Any]:
     rd.makedirs()
     tracemalloc.start()
     start = time.perf_counter()
-    history = History(rd, log_every=1)
+    history = History(rd)
     for step in range(steps):
-        history.add(step, _metrics(step), last=step == steps - 1)
+        history.add(step, _metrics(step))
     held = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     history.close()

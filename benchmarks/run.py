@@ -2,7 +2,9 @@
 process, written to JSON. Run from the repository root; nothing here is installed with distmeta.
 
 Sections (``--only`` takes their names): ``throughput``, ``memory``, ``runtime``, ``scaling``,
-``data``, ``flops``, ``longrun``, ``gpu`` (the GPU acceptance check; skipped without CUDA). Each returns a JSON-able dict and prints a table of ratios measured in this run.
+``data``, ``flops``, ``longrun``, ``gpu`` (the GPU acceptance check; skipped without CUDA), and
+``tta`` (time to accuracy against a plain loop: 35 minutes, so only with ``--only``). Each
+returns a JSON-able dict and prints a table of ratios measured in this run.
 Per-core figures run with ``torch.set_num_threads(1)``. The JSON file is rewritten after
 every section, so a run that is stopped keeps what it measured.
 """
@@ -26,7 +28,9 @@ from benchmarks.timing import load_average, machine_info, threads
 
 log = logging.getLogger(__name__)
 Section = Callable[[bool, Console], dict[str, Any]]
-SECTION_NAMES = ("throughput", "memory", "deep", "runtime", "scaling", "data", "flops", "longrun", "gpu")
+SECTION_NAMES = ("throughput", "memory", "deep", "runtime", "scaling", "data", "flops", "longrun", "gpu", "tta")
+DEFAULT = SECTION_NAMES[:-1]
+"""What ``make bench`` runs without ``--only``: ``tta`` (time to accuracy) takes 35 minutes."""
 
 
 def sections() -> dict[str, Section]:
@@ -39,13 +43,14 @@ def sections() -> dict[str, Section]:
         return call
 
     return {"throughput": lazy("throughput"), "memory": lazy("peak_memory"), "deep": lazy("deep_memory"), "runtime": lazy("runtime_overhead"),
-            "scaling": lazy("scaling"), "data": lazy("data_rate"), "flops": lazy("flops"), "longrun": lazy("long_runs"), "gpu": lazy("gpu")}
+            "scaling": lazy("scaling"), "data": lazy("data_rate"), "flops": lazy("flops"), "longrun": lazy("long_runs"), "gpu": lazy("gpu"),
+            "tta": lazy("time_to_accuracy")}
 
 
 def choose(only: list[str] | None) -> list[str]:
     """The sections to run, in the canonical order; unknown names are an error naming them."""
     if not only:
-        return list(SECTION_NAMES)
+        return list(DEFAULT)
     unknown = sorted(set(only) - set(SECTION_NAMES))
     if unknown:
         raise ValueError(f"bench --only {' '.join(unknown)}: unknown section(s); expected some of {list(SECTION_NAMES)}")

@@ -63,29 +63,31 @@ class Learner:
     dtype: torch.dtype
     steps: int
 
+    device: torch.device = torch.device("cpu")
+
     @classmethod
-    def of(cls, cfg: RunConfig, params: Params) -> Learner:
-        dtype = getattr(torch, cfg.runtime.dtype)
+    def of(cls, cfg: RunConfig, params: Params, device: torch.device | str = "cpu") -> Learner:
+        dtype, device = getattr(torch, cfg.runtime.dtype), torch.device(device)
         rule = cfg.algorithm.build()
         steps = cfg.eval.steps if cfg.eval.steps is not None else max(getattr(rule, "inner_steps", 0), 1)
-        return cls(cfg.model.build().to(dtype).eval(), rule, {k: v.to(dtype) for k, v in params.items()},
-                   dtype, steps)
+        return cls(cfg.model.build().to(device, dtype).eval(), rule,
+                   {k: v.to(device, dtype) for k, v in params.items()}, dtype, steps, device)
 
     def evaluate(self, batch: EpisodeBatch, steps: int | None = None) -> Evaluation:
         """Query loss/accuracy after 0..``steps`` inner steps, summed over the batch's tasks."""
-        return self.rule.evaluate(self.model, self.params, batch.to(dtype=self.dtype),
+        return self.rule.evaluate(self.model, self.params, batch.to(self.device, self.dtype),
                                   steps=self.steps if steps is None else steps)
 
     def predict(self, batch: EpisodeBatch, steps: int | None = None) -> Tensor:
         """Query outputs ``[T, Q, ...]`` after ``steps`` inner steps on each task's support set."""
-        return self.rule.predict(self.model, self.params, batch.to(dtype=self.dtype),
+        return self.rule.predict(self.model, self.params, batch.to(self.device, self.dtype),
                                  steps=self.steps if steps is None else steps)
 
 
 def evaluate(cfg: RunConfig, params: Params, split: str | None = None, episodes: int | None = None,
-             steps: int | None = None) -> EvalReport:
-    """Adapt ``params`` to held-out tasks of ``split`` for 0..``steps`` inner steps."""
-    learner = Learner.of(cfg, params)
+             steps: int | None = None, device: torch.device | str = "cpu") -> EvalReport:
+    """Adapt ``params`` to held-out tasks of ``split`` for 0..``steps`` inner steps, on ``device``."""
+    learner = Learner.of(cfg, params, device)
     total: Evaluation | None = None
     classification = False
     for batch in evaluation_batches(cfg, split, episodes):

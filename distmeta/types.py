@@ -28,7 +28,9 @@ class EpisodeBatch:
     ``support_x``: ``[T, S, ...]``; ``support_y``: ``[T, S]`` class labels (int64) or
     ``[T, S, out]`` regression targets; likewise ``query_x`` / ``query_y`` with ``Q`` points.
     ``loss`` is the task family's loss (``mse``, ``cross_entropy`` or an import path); when
-    omitted it is taken from the targets' dtype (integer labels -> cross-entropy).
+    omitted it is taken from the targets' dtype (integer labels -> cross-entropy). ``classes``:
+    classification's classes per task (the way) where the source knows it, so that no one
+    reads it off the labels (a host synchronisation on a GPU); ``None``: the labels say.
     """
 
     support_x: Tensor
@@ -36,6 +38,7 @@ class EpisodeBatch:
     query_x: Tensor
     query_y: Tensor
     loss: LossKind | None = None
+    classes: int | None = None
 
     def __post_init__(self) -> None:
         if self.loss is None:
@@ -77,7 +80,7 @@ class EpisodeBatch:
         for name in ("support_x", "support_y", "query_x", "query_y"):
             t = getattr(self, name)
             # a sum is finite iff every term is (barring overflow): 20x cheaper than isfinite().all()
-            if not t.is_floating_point() or bool(torch.isfinite(t.sum(dtype=torch.float64))):
+            if not t.is_floating_point() or t.is_meta or bool(torch.isfinite(t.sum(dtype=torch.float64))):
                 continue
             bad = int((~torch.isfinite(t)).sum())
             if bad:
@@ -90,7 +93,7 @@ class EpisodeBatch:
             return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
 
         return EpisodeBatch(move(self.support_x), move(self.support_y), move(self.query_x),
-                            move(self.query_y), self.loss)
+                            move(self.query_y), self.loss, self.classes)
 
     @classmethod
     def cat(cls, batches: list[EpisodeBatch]) -> EpisodeBatch:
@@ -98,17 +101,17 @@ class EpisodeBatch:
         if len(batches) == 1:
             return batches[0]
         return cls(*(torch.cat([getattr(b, name) for b in batches])
-                     for name in ("support_x", "support_y", "query_x", "query_y")), batches[0].loss)
+                     for name in ("support_x", "support_y", "query_x", "query_y")), batches[0].loss, batches[0].classes)
 
     def layout(self) -> tuple[object, ...]:
         """What batches must share to be one batch: the loss, shapes (tasks aside), dtypes, device."""
-        return (self.loss, self.support_x.device, *((t.shape[1:], t.dtype) for t in
+        return (self.loss, self.classes, self.support_x.device, *((t.shape[1:], t.dtype) for t in
                 (self.support_x, self.support_y, self.query_x, self.query_y)))
 
     def slice(self, start: int, stop: int) -> EpisodeBatch:
         """Tasks ``start:stop`` as a batch of their own."""
         return EpisodeBatch(self.support_x[start:stop], self.support_y[start:stop],
-                            self.query_x[start:stop], self.query_y[start:stop], self.loss)
+                            self.query_x[start:stop], self.query_y[start:stop], self.loss, self.classes)
 
 
 @dataclass(frozen=True)

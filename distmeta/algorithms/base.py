@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -69,6 +69,15 @@ def score_sums(loss: Tensor, acc: Tensor) -> dict[str, Tensor]:
     return {"loss": loss.sum(0), "acc": acc.sum(0), "loss_sq": (loss ** 2).sum(0), "acc_sq": (acc ** 2).sum(0)}
 
 
+def host_floats(sums: dict[str, Tensor]) -> dict[str, Any]:
+    """Metric sums (scalars, or one per shard) as Python floats, in one device-to-host copy:
+    the one synchronisation of a logged step (none on the others: there are no metrics)."""
+    if not sums:
+        return {}
+    values = torch.stack([v.detach().to(torch.float64) for v in sums.values()]).tolist()
+    return dict(zip(sums, values, strict=True))
+
+
 def check_positive(owner: str, name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
         raise ValueError(f"{owner}.{name}={value!r}: must be a finite number > 0")
@@ -123,7 +132,7 @@ class Rule:
             return {k: grads[k].detach() for k in params}, sums
 
         grads, sums = self.over_chunks(model, params, batch, one, step, report=metrics)
-        return MetaGradient(grads, batch.n_tasks, {k: float(v) for k, v in sums.items()})
+        return MetaGradient(grads, batch.n_tasks, host_floats(sums))
 
     def shard_gradients(self, model: nn.Module, params: Params, batches: list[EpisodeBatch], step: int = 0,
                         metrics: bool = True) -> list[MetaGradient]:
@@ -137,7 +146,7 @@ class Rule:
             part = batches[at:at + group]
             c = Chunk.grouped(model, params, EpisodeBatch.cat(part), len(part), step, metrics)
             grads, sums = self.chunk_gradient(c)
-            values = {k: v.tolist() for k, v in sums.items()}
+            values = host_floats(sums)
             out += [MetaGradient({k: grads[k][s].detach() for k in params}, b.n_tasks,
                                  {k: v[s] for k, v in values.items()}) for s, b in enumerate(part)]
         return out

@@ -25,7 +25,7 @@ def n_out(c: Chunk) -> int:
     """Head outputs: the episode's classes for classification (the way of this batch, which
     may differ between meta-training and meta-test), else the model's outputs."""
     if is_classification(c.kind):
-        return int(c.batch.support_y.max()) + 1
+        return c.batch.classes if c.batch.classes is not None else int(c.batch.support_y.max()) + 1
     return c.model.out_features
 
 

@@ -64,8 +64,8 @@ class Kronecker:
         own: Params = {}
         for name in adapted:
             n, m = factor_sizes(params[name].shape)
-            own[L + name] = torch.eye(n, dtype=params[name].dtype)
-            own[R + name] = torch.eye(m, dtype=params[name].dtype)
+            own[L + name] = torch.eye(n, dtype=params[name].dtype, device=params[name].device)
+            own[R + name] = torch.eye(m, dtype=params[name].dtype, device=params[name].device)
         return own
 
     def init(self, c: Chunk) -> InnerState:

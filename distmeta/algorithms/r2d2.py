@@ -13,6 +13,7 @@ solve to the body. lam is fixed, or learned as log lam.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -34,7 +35,8 @@ def ridge_head(phi: Tensor, targets: Tensor, lam: Tensor | float) -> Tensor:
     """Closed-form ridge weights ``[..., p, out]`` (any leading task dimensions); the Woodbury
     form when there are fewer points than features. Solved in float32 (or float64) with
     autocast off: CUDA has no bf16 solve, and CUDA's autocast would hand it bf16 products."""
-    with torch.autocast(phi.device.type, enabled=False):
+    device = phi.device.type
+    with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
         dtype = torch.promote_types(phi.dtype, torch.float32)
         return _ridge(phi.to(dtype), targets.to(dtype), lam)
 
@@ -65,11 +67,11 @@ class R2D2(HeadRule):
 
     def init_params(self, model: nn.Module) -> Params:
         params = model_params(model)
-        dtype = next(iter(params.values())).dtype
+        like = next(iter(params.values()))
         if self.learn_lam:
-            params[LOG_LAM] = torch.tensor(math.log(self.lam), dtype=dtype)
+            params[LOG_LAM] = torch.tensor(math.log(self.lam), dtype=like.dtype, device=like.device)
         if self.learn_scale:
-            params[SCALE] = torch.tensor(1.0, dtype=dtype)
+            params[SCALE] = torch.tensor(1.0, dtype=like.dtype, device=like.device)
         return params
 
     def logits(self, c: Chunk, phi_s: Tensor, phi_q: Tensor) -> Tensor:

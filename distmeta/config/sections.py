@@ -97,6 +97,8 @@ class RuntimeConfig(Section):
                                 "on GPUs; otherwise cuDNN benchmarks its convolution algorithms")
     tf32: bool = Field(False, description="TF32 matrix products and convolutions on CUDA (faster, about 3 "
                        "significant digits); off: full float32")
+    dashboard: bool = Field(True, description="start Ray's dashboard (on 127.0.0.1) with the local Ray distmeta "
+                            "starts (a cluster joined keeps its own)")
     placement_wait_s: float = Field(0.0, ge=0, le=WEEK_S, description="how long to wait for an autoscaling cluster to grow "
                                     "to the resources asked for (0: too small a cluster is an error at once)")
     dtype: Literal["float32", "float64"] = Field("float32", description="dtype of parameters, episodes and "

@@ -74,7 +74,7 @@ def fuses(model: nn.Module, device_type: str = "cpu") -> bool:
 def supports(model: nn.Module, device_type: str = "cpu") -> bool:
     """Whether :func:`forward_tasks` can run ``model``: every module one it knows, no buffers,
     no autocast on ``device_type``."""
-    if not ENABLED or torch.is_autocast_enabled(device_type):
+    if not ENABLED or (device_type != "meta" and torch.is_autocast_enabled(device_type)):
         return False
     known = _SUPPORTED.get(model)
     if known is None:

@@ -31,12 +31,12 @@ Point = tuple[int, dict[str, float]]
 
 class History:
     """The steps one training session collected: bounded points, the last, the totals;
-    with ``rd`` every ``log_every``-th step (and the last) also written to the run dir."""
+    with ``rd`` the logged steps also written to the run dir."""
 
-    def __init__(self, rd: RunDir | None = None, log_every: int = 1, keep: int = KEEP) -> None:
+    def __init__(self, rd: RunDir | None = None, keep: int = KEEP) -> None:
         if keep < 2:
             raise ValueError(f"History keep={keep}: keep at least 2 points")
-        self.keep, self.log_every = keep, log_every
+        self.keep = keep
         self.points: list[Point] = []
         self.stride = 1
         self.count = 0
@@ -44,7 +44,9 @@ class History:
         self.last: Point | None = None
         self._out = _Writer(rd) if rd is not None else None
 
-    def add(self, step: int, metrics: dict[str, float], last: bool = False) -> None:
+    def add(self, step: int, metrics: dict[str, float], logged: bool = True) -> None:
+        """One collected step; ``logged`` (the run's one decision, :meth:`Pipeline.reports`):
+        written to the run dir too."""
         self.count += 1
         self.step_s += float(metrics.get("step_s", 0.0))
         self.last = (step, metrics)
@@ -53,7 +55,7 @@ class History:
             if len(self.points) > self.keep:
                 self.points = self.points[::2]
                 self.stride *= 2
-        if self._out is not None and (step % self.log_every == 0 or last):
+        if self._out is not None and logged:
             self._out.write(step, metrics)
 
     def curve_points(self) -> list[Point]:

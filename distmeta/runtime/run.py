@@ -109,7 +109,7 @@ class Run:
 
     def __init__(self, cfg: RunConfig, rd: RunDir) -> None:
         self.cfg, self.rd = cfg, rd
-        self.history = History(rd, cfg.tracking.log_every)
+        self.history = History(rd)
         self.diagnostics = diagnostics(cfg)
 
     @classmethod
@@ -157,7 +157,8 @@ class Run:
         rt = self.cfg.runtime
         target = min(self.cfg.outer.steps, until_step) if until_step is not None else self.cfg.outer.steps
         building = _background(lambda: self.tracking)  # MLflow imports while Ray starts
-        session = connect(address, rt.workers * rt.cpus_per_worker, runtime_env(self.cfg))  # GPUs: what Ray detects
+        session = connect(address, rt.workers * rt.cpus_per_worker, runtime_env(self.cfg),  # GPUs: what Ray detects
+                          dashboard=rt.dashboard)
         result: TrainResult | None = None
         status = "FAILED"
         with StopPolicy(target, rt.time_limit_s, rt.stop_grace_s) as stop:
@@ -170,7 +171,7 @@ class Run:
                 opening.result()
                 result = self._loop(actors, stop, callbacks or Callbacks(), start)
                 result.run_id, result.tracking_uri = tracking.run_id, tracking.tracking_uri
-                status = self._evaluate(result, stop, evaluate_at_end)
+                status = self._evaluate(result, stop, evaluate_at_end, actors)
                 return result
             except StorageFailed as exc:
                 tracking.fail(failure_tags(exc))
@@ -190,7 +191,21 @@ class Run:
                     result.model_uri = tracking.model_uri
                 session.shutdown()
 
-    def _evaluate(self, result: TrainResult, stop: StopPolicy, evaluate_at_end: bool) -> str:
+    def _final_evaluation(self, actors: Actors, params: Params) -> EvalReport:
+        """On a live worker's GPU when the workers have GPUs (polled, so a signal stops it
+        within a second), else here, where all of the driver's cores are free by now."""
+        live = actors.pool.live()
+        if self.cfg.runtime.gpus_per_worker <= 0 or not live:
+            return evaluate(self.cfg, params)
+        import ray
+
+        ref = actors.pool.actors[live[0]].evaluate.remote(params)
+        while True:
+            ready, _ = ray.wait([ref], timeout=1.0)
+            if ready:
+                return ray.get(ref)
+
+    def _evaluate(self, result: TrainResult, stop: StopPolicy, evaluate_at_end: bool, actors: Actors) -> str:
         """The final evaluation, after the checkpoint; a signal during it stops it (the run is
         KILLED, its exit 128 + the signal). The run's status."""
         if result.stopped_by_signal:
@@ -200,7 +215,7 @@ class Run:
             log.info("meta-testing the parameters of step %d on %d held-out episodes (%s)", result.step,
                      self.cfg.eval.episodes, self.cfg.eval.split)
             try:
-                result.evaluation = evaluate(self.cfg, result.params)
+                result.evaluation = self._final_evaluation(actors, result.params)
             except StepAbandoned as exc:
                 log.warning("evaluation stopped: %s", exc)
                 result.stopped_by_signal = stop.signals.signum
@@ -228,7 +243,7 @@ class Run:
                 try:
                     done = pipe.collect()
                 except CheckpointsFailing as exc:
-                    self.tracking.log_step(exc.step, {"checkpoint_failures": exc.failures}, last=True)
+                    self.tracking.log_step(exc.step, {"checkpoint_failures": exc.failures})
                     raise write_fallback(self.cfg, self.rd, actors, self._tracked(), exc.reason) from None
                 if done is None:  # the server restarted: the pipeline goes on from its step
                     continue
@@ -241,12 +256,13 @@ class Run:
 
     def _record(self, done: Collected, pipe: Pipeline, stop: StopPolicy, cb: Callbacks) -> None:
         """One collected step: diagnostics when due, the history, the tracker, the callbacks."""
-        count, last = done.step + 1, stop.is_last(done.step + 1)
+        count = done.step + 1
+        logged = pipe.reports(done.step) or stop.is_last(count)
         metrics = done.metrics
-        if self.diagnostics is not None and (pipe.reports(done.step) or last):
+        if self.diagnostics is not None and logged:
             metrics = metrics | self.diagnostics(pipe.params(done))
-        self.history.add(done.step, metrics, last)
-        self.tracking.log_step(done.step, metrics, last)
+        self.history.add(done.step, metrics, logged)
+        self.tracking.log_step(done.step, metrics, logged)
         if cb.on_step:
             cb.on_step(count, metrics)
         if cb.on_validate and cb.validate_every and (count % cb.validate_every == 0 or count >= stop.target):

@@ -213,11 +213,12 @@ def run_sweep(base: RunConfig, grid_items: list[str], directory: str | None = No
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     rd = RunDir(directory or f"runs/sweep-{base.name}-{stamp}")
     rd.makedirs()
-    session = connect(address, runtime_env=runtime_env(validate(data)))
-    tracking = _parent_run(validate(data), rd, grid)
+    checked = validate(data)
+    session = connect(address, runtime_env=runtime_env(checked), dashboard=checked.runtime.dashboard)
+    tracking = _parent_run(checked, rd, grid)
     sweep = Sweep(data, grid, rd.location, options, tracking.run_id if tracking else None)
     try:
-        rows = summary(_tuner(sweep, validate(data)).fit(), sweep)
+        rows = summary(_tuner(sweep, checked).fit(), sweep)
         best = best_config(rows, sweep)
         outputs = write_outputs(rd.location, rows, best)
         if tracking is not None:

@@ -128,6 +128,13 @@ class MetaWorker:
                 out.append(self.rule.meta_gradient(self.model, params, batch, step, report))
             return out
 
+    def evaluate(self, params: Params, split: str | None = None, episodes: int | None = None,
+                 steps: int | None = None) -> Any:
+        """The held-out evaluation (:func:`distmeta.evaluation.evaluate`) on this worker's device."""
+        from distmeta.evaluation import evaluate
+
+        return evaluate(self.cfg, params, split, episodes, steps, self.device)
+
     def pid(self) -> int:
         return os.getpid()
 

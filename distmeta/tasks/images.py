@@ -95,7 +95,7 @@ class Episodes:
     def batch(self) -> EpisodeBatch:
         t = torch.from_numpy
         return EpisodeBatch(t(self.support_x), t(self.support_y), t(self.query_x), t(self.query_y),
-                            "cross_entropy")
+                            "cross_entropy", int(self.classes.shape[1]))
 
 
 @dataclass(frozen=True)

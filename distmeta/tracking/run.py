@@ -92,9 +92,10 @@ class RunTracking:
         return self.tracker.start(name, params, run_tags(run_dir=self.rd.location, parent_run_id=parent))
 
     # -- recording -------------------------------------------------------------------------
-    def log_step(self, step: int, metrics: dict[str, float], last: bool) -> None:
-        """One step's ``train/*`` metrics, every ``tracking.log_every`` steps and at the last."""
-        if step % self.cfg.tracking.log_every == 0 or last:
+    def log_step(self, step: int, metrics: dict[str, float], logged: bool = True) -> None:
+        """One step's ``train/*`` metrics, when the step is ``logged`` (every
+        ``tracking.log_every``-th and the last: the run's one decision, :meth:`Pipeline.reports`)."""
+        if logged:
             self.tracker.log_metrics(step, {f"train/{k}": v for k, v in metrics.items()})
             self._sync()
 

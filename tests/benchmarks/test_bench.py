@@ -78,6 +78,7 @@ def test_unknown_sections_are_named():
     with pytest.raises(ValueError, match="nonsense"):
         choose(["memory", "nonsense"])
     assert choose(None) == ["throughput", "memory", "deep", "runtime", "scaling", "data", "flops", "longrun", "gpu"]
+    assert choose(["tta"]) == ["tta"]  # time to accuracy: 35 minutes, never by default
 
 
 def test_peak_by_allocation_sees_temporaries_and_by_operator_still_works():
@@ -88,3 +89,41 @@ def test_peak_by_allocation_sees_temporaries_and_by_operator_still_works():
 
     assert peak_allocated_bytes(make, per_allocation=True) >= 4_000_000
     assert 4_000_000 <= peak_allocated_bytes(make) <= 4_100_000  # the temporary, at the operator that made it
+
+
+@pytest.mark.parametrize("second_order", [True, False])
+def test_the_plain_loop_of_time_to_accuracy_computes_maml(second_order):
+    """The loop distmeta is timed against must be the same rule: its gradient is MAML's."""
+    import numpy as np
+    import torch
+
+    from benchmarks.time_to_accuracy import plain_meta_gradient
+    from distmeta.algorithms import FOMAML, MAML
+    from distmeta.models import conv4
+    from distmeta.tasks import ImageClasses
+
+    torch.manual_seed(0)
+    model = conv4(3, image_size=16, hidden=4, pool="stride").double()
+    images = np.random.default_rng(0).random((10, 6, 16, 16)).astype(np.float32)
+    batch = ImageClasses(images, way=3, shot=1, query=2).sample(3, 0, 0, 0).to(dtype=torch.float64)
+    rule = (MAML if second_order else FOMAML)(inner_lr=0.4)
+    params = rule.init_params(model)
+    theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    plain_meta_gradient(model, theta, batch, 0.4, second_order)
+    ours = rule.meta_gradient(model, params, batch)
+    for k, v in theta.items():
+        torch.testing.assert_close(v.grad, ours.grads[k] / batch.n_tasks, rtol=1e-9, atol=1e-12)
+
+
+def test_the_gpu_checks_run_on_the_cpu():
+    """The GPU acceptance check's in-process parts take the device: here they run on the CPU,
+    so the check cannot first break on the GPU machine."""
+    from benchmarks.gpu import fused_check, precision_check
+
+    rows = precision_check("cpu", quick=True)
+    assert [(r["model"], r["what"].split()[0]) for r in rows] == [
+        ("conv4", "bf16"), ("resnet12", "bf16"), ("resnet12", "checkpoint_inner")]
+    assert rows[-1]["relative_error"] < 1e-5  # checkpointing recomputes the same float32 maths
+    assert all(0 < r["relative_error"] < 1 and r["cosine"] > 0.5 for r in rows[:2])
+    fused = fused_check("cpu")
+    assert fused.keys() == {"mlp", "conv4"} and fused["mlp"] is True  # batched matrix products: what distmeta fuses

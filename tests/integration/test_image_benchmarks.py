@@ -94,7 +94,8 @@ def test_one_and_two_workers_train_the_same_parameters(ray_session, datasets, tw
 
 def test_resnet12_pretrained_by_erm_then_meta_trained(ray_session, datasets, tmp_path):
     """Two runs: multi-task ERM over all training classes (global labels), then MAML on
-    ResNet-12 from its body (model.init), checkpointed second order, bf16."""
+    ResNet-12 from its body (model.init), checkpointed second order, bf16 (vectorised: bf16 on
+    the per-task loop is refused)."""
     resnet = [k for k in BASE if not k.startswith(("model.hidden", "model.pool"))]
     path, size = datasets["imagefolder"]
     common = [*resnet, "model.name=resnet12", "model.channels=[4,6,8,10]", f"data.path={path}",
@@ -102,7 +103,7 @@ def test_resnet12_pretrained_by_erm_then_meta_trained(ray_session, datasets, tmp
     pre = train(load_config(None, [*common, "algorithm.name=erm", "task.labels=global", "model.n_way=6"]),
                 run_dir=str(tmp_path / "erm"), evaluate_at_end=False)
     meta = train(load_config(None, [*common, f"model.init={tmp_path / 'erm'}", "algorithm.checkpoint_inner=true",
-                                    "runtime.precision=bf16"]), run_dir=str(tmp_path / "maml"))
+                                    "algorithm.vectorize=true", "runtime.precision=bf16"]), run_dir=str(tmp_path / "maml"))
     assert pre.step == meta.step == 2 and meta.evaluation.episodes == 6
     assert all(torch.isfinite(v).all() for v in meta.params.values())
     assert meta.params["head.weight"].shape == (3, 10) and pre.params["head.weight"].shape == (6, 10)

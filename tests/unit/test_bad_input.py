@@ -92,3 +92,11 @@ def test_classification_needs_integer_labels():
     good = Sinusoid(shots=5, query=5).sample(3, 0, 0, 0)
     with pytest.raises(ValueError, match="integer class labels"):
         EpisodeBatch(good.support_x, good.support_y, good.query_x, good.query_y, "cross_entropy")
+
+
+def test_bf16_on_the_per_task_loop_is_refused_naming_both_keys():
+    """bf16 on the per-task loop computes every convolution in bf16: meta-gradients far off."""
+    with pytest.raises(ValueError, match=r"runtime.precision=bf16 with algorithm.vectorize=false.*runtime.precision=float32"):
+        load_config(None, ["runtime.precision=bf16", "algorithm.vectorize=false"])
+    assert load_config(None, ["runtime.precision=bf16"]).runtime.precision == "bf16"
+    assert load_config(None, ["algorithm.vectorize=false"]).algorithm.kwargs["vectorize"] is False

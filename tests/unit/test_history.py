@@ -16,7 +16,7 @@ def metrics(step):
 def test_points_in_memory_stay_bounded_and_span_the_run():
     h = History(keep=64)
     for step in range(10_000):
-        h.add(step, metrics(step), last=step == 9_999)
+        h.add(step, metrics(step), logged=step % 10 == 0 or step == 9_999)
     points = h.curve_points()
     assert 32 <= len(points) <= 65 and points[0][0] == 0 and points[-1][0] == 9_999
     gaps = {b[0] - a[0] for a, b in zip(points[:-2], points[1:-1], strict=True)}
@@ -29,7 +29,7 @@ def test_memory_after_100k_steps_is_that_after_1k(tmp_path):
         rd = RunDir(str(tmp_path / f"run{steps}"))
         rd.makedirs()
         tracemalloc.start()
-        h = History(rd, log_every=1)
+        h = History(rd)
         for step in range(steps):
             h.add(step, metrics(step))
         current = tracemalloc.get_traced_memory()[0]
@@ -44,11 +44,11 @@ def test_memory_after_100k_steps_is_that_after_1k(tmp_path):
 def test_every_logged_step_is_in_the_run_dir_and_a_resume_logs_again(tmp_path):
     rd = RunDir(str(tmp_path / "run"))
     rd.makedirs()
-    h = History(rd, log_every=2)
+    h = History(rd)
     for step in range(7):
-        h.add(step, metrics(step), last=step == 6)
+        h.add(step, metrics(step), logged=step % 2 == 0 or step == 6)
     h.close()
-    again = History(rd, log_every=2)  # resumed from the checkpoint of step 4
+    again = History(rd)  # resumed from the checkpoint of step 4
     again.add(4, metrics(4) | {"query_loss": -1.0})
     again.close()
     steps = read_metrics(rd)

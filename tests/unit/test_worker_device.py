@@ -69,3 +69,16 @@ def test_a_gpu_worker_without_cuda_is_an_error_naming_the_key():
         return
     with pytest.raises(ConfigError, match=r"runtime.gpus_per_worker=1: .*no CUDA device"):
         worker_device(1)
+
+
+def test_a_worker_evaluates_on_its_device_as_the_driver_does(config):
+    """The final evaluation runs on a worker when the workers have GPUs: the same numbers."""
+    from distmeta.config import validate
+    from distmeta.evaluation import evaluate
+
+    worker = MetaWorker(config)
+    params = worker.rule.init_params(worker.model)
+    here = evaluate(validate(config), params, episodes=4)
+    there = worker.evaluate(params, episodes=4)
+    assert there.episodes == here.episodes == 4
+    assert there.loss == here.loss and there.acc == here.acc
