@@ -95,7 +95,7 @@ def plain_loop(cfg, budget_s: float, threads: int) -> list[dict[str, Any]]:
     return snapshots
 
 
-def distmeta_run(data: str, budget_s: float, run_dir: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def distmeta_run(data: str, budget_s: float, run_dir: str, every: int = 1000) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``distmeta train`` from the command line; each checkpoint's params, with its time since launch."""
     from distmeta.rundir.checkpoint import complete, load_checkpoint
     from distmeta.rundir.storage import RunDir
@@ -103,8 +103,9 @@ def distmeta_run(data: str, budget_s: float, run_dir: str) -> tuple[list[dict[st
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
                MLFLOW_TRACKING_URI=f"sqlite:///{run_dir}-mlflow.db")
     launch = time.time()
-    subprocess.run([sys.executable, "-m", "distmeta", "train", CONFIG, "--run-dir", run_dir, "--no-eval",
-                    f"data.path={data}", f"runtime.time_limit_s={budget_s}", "checkpoint.keep=100"],
+    subprocess.run([sys.executable, "-m", "distmeta.cli", "train", CONFIG, "--run-dir", run_dir, "--no-eval",
+                    f"data.path={data}", f"runtime.time_limit_s={budget_s}", "checkpoint.keep=100",
+                    f"checkpoint.every={every}"],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     rd = RunDir(run_dir)
     points = []
@@ -124,11 +125,11 @@ def run(quick: bool, console: Console) -> dict[str, Any]:
     budget = 90.0 if quick else 900.0
     with tempfile.TemporaryDirectory(prefix="distmeta-bench-tta-") as tmp:
         data = f"{tmp}/omniglot"
-        subprocess.run([sys.executable, "-m", "distmeta", "data", "pack", "omniglot", "--root", str(omniglot_root(None)),
+        subprocess.run([sys.executable, "-m", "distmeta.cli", "data", "pack", "omniglot", "--root", str(omniglot_root(None)),
                         "--out", data, "--image-size", "28", "--channels", "1", "--x-dtype", "uint8"],
                        check=True, stdout=subprocess.DEVNULL)
         cfg = _cfg(data, budget)
-        ours, info = distmeta_run(data, budget, f"{tmp}/run")
+        ours, info = distmeta_run(data, budget, f"{tmp}/run", every=100 if quick else 1000)
         loop = plain_loop(cfg, budget, torch.get_num_threads())
         rows = []
         for name, points in (("distmeta train", ours), ("plain per-task loop", loop)):
