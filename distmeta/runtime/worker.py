@@ -21,7 +21,7 @@ from distmeta.runtime.server import StaleStepError, State, server_partition
 from distmeta.runtime.tree import Block, aligned_blocks, combine, presum
 from distmeta.seeding import torch_seed
 from distmeta.tasks.sources import task_source
-from distmeta.types import MetaGradient, Params
+from distmeta.types import EpisodeBatch, MetaGradient, Params
 
 
 def set_determinism(cfg: RunConfig) -> None:
@@ -115,17 +115,25 @@ class MetaWorker:
         """The summed meta-gradients of logical shards ``shards`` at step ``step``: their
         episodes and whatever the model draws (DropBlock) are functions of (seed, step, shard)
         alone. Shards the rule can fuse (:meth:`~distmeta.algorithms.base.Rule.fused_group`:
-        a forward that draws nothing, each shard's sums what they are alone) go in one call."""
-        batches = [self.source.sample(self.cfg.runtime.tasks_per_shard, self.cfg.seed, step, shard).to(
-            self.device, self.dtype) for shard in shards]
+        a forward that draws nothing, each shard's sums what they are alone; on the CPU) go in
+        one call. Otherwise each shard's episodes are sampled as its turn comes: on a GPU the
+        host prepares shard i + 1 while shard i's kernels run (a shard reads no value back)."""
+        def batch(shard: int) -> EpisodeBatch:
+            return self.source.sample(self.cfg.runtime.tasks_per_shard, self.cfg.seed, step, shard).to(
+                self.device, self.dtype)
+
+        ready: dict[int, EpisodeBatch] = {}
         fused = getattr(self.rule, "shard_gradients", None)
         with autocast(self.device, self.cfg.runtime.precision):
-            if fused is not None and self.rule.fused_group(self.model, params, batches):
-                return fused(self.model, params, batches, step, report)
+            if fused is not None and self.device.type == "cpu":
+                ready = {shard: batch(shard) for shard in shards}
+                batches = [ready[shard] for shard in shards]
+                if self.rule.fused_group(self.model, params, batches):
+                    return fused(self.model, params, batches, step, report)
             out = []
-            for shard, batch in zip(shards, batches, strict=True):
+            for shard in shards:
                 torch.manual_seed(torch_seed(self.cfg.seed, step, shard))
-                out.append(self.rule.meta_gradient(self.model, params, batch, step, report))
+                out.append(self.rule.meta_gradient(self.model, params, ready[shard] if shard in ready else batch(shard), step, report))
             return out
 
     def evaluate(self, params: Params, split: str | None = None, episodes: int | None = None,
