@@ -92,16 +92,15 @@ class EpisodeBatch:
         def move(t: Tensor) -> Tensor:
             return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
 
-        return EpisodeBatch(move(self.support_x), move(self.support_y), move(self.query_x),
-                            move(self.query_y), self.loss, self.classes)
+        cast = dtype is not None and any(t.is_floating_point() and t.dtype != dtype for t in self._arrays())
+        return self._derived(*(move(t) for t in self._arrays()), recheck=cast)
 
     @classmethod
     def cat(cls, batches: list[EpisodeBatch]) -> EpisodeBatch:
         """The tasks of ``batches`` (of one loss and shape) one after the other."""
         if len(batches) == 1:
             return batches[0]
-        return cls(*(torch.cat([getattr(b, name) for b in batches])
-                     for name in ("support_x", "support_y", "query_x", "query_y")), batches[0].loss, batches[0].classes)
+        return batches[0]._derived(*(torch.cat(parts) for parts in zip(*(b._arrays() for b in batches), strict=True)))
 
     def layout(self) -> tuple[object, ...]:
         """What batches must share to be one batch: the loss, shapes (tasks aside), dtypes, device."""
@@ -110,8 +109,23 @@ class EpisodeBatch:
 
     def slice(self, start: int, stop: int) -> EpisodeBatch:
         """Tasks ``start:stop`` as a batch of their own."""
-        return EpisodeBatch(self.support_x[start:stop], self.support_y[start:stop],
-                            self.query_x[start:stop], self.query_y[start:stop], self.loss, self.classes)
+        return self._derived(*(t[start:stop] for t in self._arrays()))
+
+    def _arrays(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.support_x, self.support_y, self.query_x, self.query_y
+
+    def _derived(self, *arrays: Tensor, recheck: bool = False) -> EpisodeBatch:
+        """A batch of tensors taken from this checked one's (a slice, a move, a concatenation
+        of checked batches): the shapes are checked again, the values only when ``recheck`` (a
+        cast, which may overflow): reading them back is a host synchronisation on a GPU."""
+        if recheck:
+            return EpisodeBatch(*arrays, self.loss, self.classes)
+        out = object.__new__(EpisodeBatch)
+        for name, value in zip(("support_x", "support_y", "query_x", "query_y", "loss", "classes"),
+                               (*arrays, self.loss, self.classes), strict=True):
+            object.__setattr__(out, name, value)
+        out._check_shapes()
+        return out
 
 
 @dataclass(frozen=True)

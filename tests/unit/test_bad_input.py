@@ -100,3 +100,18 @@ def test_bf16_on_the_per_task_loop_is_refused_naming_both_keys():
         load_config(None, ["runtime.precision=bf16", "algorithm.vectorize=false"])
     assert load_config(None, ["runtime.precision=bf16"]).runtime.precision == "bf16"
     assert load_config(None, ["algorithm.vectorize=false"]).algorithm.kwargs["vectorize"] is False
+
+
+def test_batches_taken_from_a_checked_one_do_not_read_its_values_again(monkeypatch):
+    """A slice, a move or a concatenation of checked batches is checked for shapes only (a
+    read of the values is a host synchronisation on a GPU); a cast is checked again."""
+    batch = Sinusoid(shots=5, query=5).sample(4, 0, 0, 0)
+    reads = []
+    monkeypatch.setattr(EpisodeBatch, "_check_finite", lambda self: reads.append(self.n_tasks))
+    parts = [batch.slice(0, 2), batch.slice(2, 4)]
+    joined = EpisodeBatch.cat(parts).to("cpu", torch.float32)
+    assert reads == [] and torch.equal(joined.query_y, batch.query_y) and joined.n_tasks == 4
+    batch.to(dtype=torch.float64)
+    assert reads == [4]
+    with pytest.raises(ValueError, match="task dimension differs"):
+        batch._derived(batch.support_x, batch.support_y[:2], batch.query_x, batch.query_y)
