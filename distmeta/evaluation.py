@@ -7,18 +7,18 @@ tracker is the caller's business (:class:`distmeta.runtime.run.Run`, the logged 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from distmeta.algorithms import Evaluation
-from distmeta.config import RunConfig
+from distmeta.config import MD_FAMILY, RunConfig
 from distmeta.models import representation
 from distmeta.tasks import principal_angle_distance
-from distmeta.tasks.sources import evaluation_batches, task_source
+from distmeta.tasks.sources import evaluation_batches, md_tasks, source_batches, task_source
 from distmeta.types import EpisodeBatch, Params
 
 
@@ -31,6 +31,16 @@ class EvalReport:
     loss_ci95: list[float]
     acc: list[float] | None
     acc_ci95: list[float] | None
+    sources: dict[str, EvalReport] = field(default_factory=dict)
+    """Meta-Dataset: each source's own report (the paper's table is per source)."""
+
+    @classmethod
+    def of(cls, split: str, total: Evaluation, classification: bool,
+           sources: dict[str, EvalReport] | None = None) -> EvalReport:
+        loss, acc = total.mean()
+        loss_ci, acc_ci = total.ci95()
+        return cls(split, total.n_tasks, list(range(len(loss))), loss, loss_ci,
+                   acc if classification else None, acc_ci if classification else None, dict(sources or {}))
 
     def table(self) -> list[dict[str, Any]]:
         rows = []
@@ -86,20 +96,31 @@ class Learner:
 
 def evaluate(cfg: RunConfig, params: Params, split: str | None = None, episodes: int | None = None,
              steps: int | None = None, device: torch.device | str = "cpu") -> EvalReport:
-    """Adapt ``params`` to held-out tasks of ``split`` for 0..``steps`` inner steps, on ``device``."""
-    learner = Learner.of(cfg, params, device)
+    """Adapt ``params`` to held-out tasks of ``split`` for 0..``steps`` inner steps, on ``device``.
+    Meta-Dataset's sources are each evaluated on their own ``episodes`` (600 in the paper),
+    reported per source and together."""
+    learner, split = Learner.of(cfg, params, device), split or cfg.eval.split
+    if cfg.task.family != MD_FAMILY:
+        total, classification = _score(learner, evaluation_batches(cfg, split, episodes), steps, split)
+        return EvalReport.of(split, total, classification)
+    reports, total = {}, None
+    for s, name in enumerate(md_tasks(cfg, split).names):
+        part, _ = _score(learner, source_batches(cfg, s, split, episodes), steps, f"{split} ({name})")
+        reports[name] = EvalReport.of(split, part, True)
+        total = part if total is None else total + part
+    return EvalReport.of(split, total, True, reports)  # type: ignore[arg-type]
+
+
+def _score(learner: Learner, batches: Iterable[Any], steps: int | None, what: str) -> tuple[Evaluation, bool]:
     total: Evaluation | None = None
     classification = False
-    for batch in evaluation_batches(cfg, split, episodes):
+    for batch in batches:
         classification = batch.loss == "cross_entropy"
         part = learner.evaluate(batch, steps)
         total = part if total is None else total + part
     if total is None:
-        raise ValueError(f"evaluation split {split or cfg.eval.split!r} has no episodes")
-    loss, acc = total.mean()
-    loss_ci, acc_ci = total.ci95()
-    return EvalReport(split or cfg.eval.split, total.n_tasks, list(range(len(loss))), loss, loss_ci,
-                      acc if classification else None, acc_ci if classification else None)
+        raise ValueError(f"evaluation split {what!r} has no episodes")
+    return total, classification
 
 
 def diagnostics(cfg: RunConfig) -> Callable[[Params], dict[str, float]] | None:

@@ -129,6 +129,48 @@ class EpisodeBatch:
 
 
 @dataclass(frozen=True)
+class EpisodeGroups:
+    """Tasks of different sizes (variable way and shot, as Meta-Dataset's episodes): groups of
+    same-layout tasks, each one :class:`EpisodeBatch`. The engine computes group by group (a
+    group is vectorised like any batch) and sums in group order, so a logical shard's sums are
+    a function of its tasks alone. :meth:`of` groups tasks by layout in order of first
+    appearance."""
+
+    groups: tuple[EpisodeBatch, ...]
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            raise ValueError("EpisodeGroups: no tasks")
+        if len({g.loss for g in self.groups}) != 1:
+            raise ValueError(f"EpisodeGroups: groups of different losses {sorted({str(g.loss) for g in self.groups})}")
+
+    @classmethod
+    def of(cls, batches: list[EpisodeBatch]) -> EpisodeGroups:
+        by: dict[tuple[object, ...], list[EpisodeBatch]] = {}
+        for b in batches:
+            by.setdefault(b.layout(), []).append(b)
+        return cls(tuple(EpisodeBatch.cat(parts) for parts in by.values()))
+
+    @property
+    def n_tasks(self) -> int:
+        return sum(g.n_tasks for g in self.groups)
+
+    @property
+    def loss(self) -> LossKind | None:
+        return self.groups[0].loss
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> EpisodeGroups:
+        return EpisodeGroups(tuple(g.to(device, dtype) for g in self.groups))
+
+    def layout(self) -> tuple[object, ...]:
+        return ("groups", *(g.layout() for g in self.groups))
+
+
+Episodes = EpisodeBatch | EpisodeGroups
+"""What a task source gives for a step: one batch of same-sized tasks, or groups of them."""
+
+
+@dataclass(frozen=True)
 class MetaGradient:
     """Per-task meta-gradients and metrics, SUMMED over the batch's tasks.
 

@@ -161,7 +161,7 @@ class Rule:
         (:func:`~distmeta.models.batched.fuses`: they draw no random numbers either), and the
         shards' batches are of one layout and of 2 tasks or more each. ``chunk_size`` bounds
         the tasks of a call."""
-        if not (self.fuses_shards and self.vectorize and batches):
+        if not (self.fuses_shards and self.vectorize and batches) or not isinstance(batches[0], EpisodeBatch):
             return 0
         first = batches[0]
         if first.n_tasks < 2 or any(b.layout() != first.layout() or b.n_tasks != first.n_tasks for b in batches):

@@ -18,7 +18,7 @@ from torch.func import functional_call, vmap
 from distmeta.algorithms.functional import RULE_PREFIX, forward, split
 from distmeta.losses import batched_task_loss, is_classification, task_loss
 from distmeta.models.batched import forward_tasks, supports
-from distmeta.types import EpisodeBatch, LossKind, Params
+from distmeta.types import EpisodeBatch, EpisodeGroups, LossKind, Params
 
 BODY = "body."
 
@@ -84,14 +84,23 @@ class Chunk:
     def losses(self, adapted: Mapping[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Per-task losses and accuracies ``[T]`` with ``adapted`` parameters on inputs ``x``."""
         def one(p: Mapping[str, Tensor], xi: Tensor, yi: Tensor) -> tuple[Tensor, Tensor]:
-            return task_loss(self.kind, forward(self.model, {**self.frozen, **p}, xi), yi)
+            return task_loss(self.kind, self.episode_logits(forward(self.model, {**self.frozen, **p}, xi)), yi)
 
         if self.batched and supports(self.model, x.device.type):
-            return batched_task_loss(self.kind, self.outputs(adapted, x), y)
+            return batched_task_loss(self.kind, self.episode_logits(self.outputs(adapted, x)), y)
         if self.batched:
             return vmap(one, randomness="different")(adapted, x, y)  # DropBlock: per-task draws
         loss, acc = one(adapted, x[0], y[0])
         return loss.unsqueeze(0), acc.unsqueeze(0)
+
+    def episode_logits(self, prediction: Tensor) -> Tensor:
+        """A head with more outputs than the episode has classes (sized for the most ways of
+        variable-way episodes) gives logits for the episode's classes only, its first
+        ``classes`` outputs: the others get no gradient (Triantafillou et al. 2020's MAML)."""
+        way = self.batch.classes
+        if way is not None and is_classification(self.kind) and prediction.shape[-1] > way:
+            return prediction[..., :way]
+        return prediction
 
     def outputs(self, adapted: Mapping[str, Tensor], x: Tensor) -> Tensor:
         """Per-task model outputs ``[T, N, ...]`` with ``adapted`` parameters on inputs ``x``:
@@ -148,8 +157,13 @@ class Chunk:
         return per_task.sum()
 
 
-def slices(batch: EpisodeBatch, vectorize: bool, chunk_size: int | None) -> Iterator[EpisodeBatch]:
-    """The batch cut into the chunks processed together: single tasks on the per-task loop."""
+def slices(batch: EpisodeBatch | EpisodeGroups, vectorize: bool, chunk_size: int | None) -> Iterator[EpisodeBatch]:
+    """The batch cut into the chunks processed together: single tasks on the per-task loop;
+    tasks of different sizes (:class:`EpisodeGroups`) group by group."""
+    if isinstance(batch, EpisodeGroups):
+        for group in batch.groups:
+            yield from slices(group, vectorize, chunk_size)
+        return
     size = (chunk_size or batch.n_tasks) if vectorize else 1
     for start in range(0, batch.n_tasks, size):
         yield batch.slice(start, min(start + size, batch.n_tasks))

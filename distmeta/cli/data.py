@@ -10,7 +10,7 @@ from typing import Any
 from distmeta.errors import ConfigError
 
 log = logging.getLogger(__name__)
-IMAGE_SOURCES = ("omniglot", "mini-imagenet", "tiered-imagenet", "cifar-fs", "fc100", "imagefolder")
+IMAGE_SOURCES = ("omniglot", "mini-imagenet", "tiered-imagenet", "cifar-fs", "fc100", "imagefolder", "meta-dataset")
 PROCEDURAL = ("sinusoid", "linear_rep")
 SOURCES = IMAGE_SOURCES + PROCEDURAL
 SIZES = {"omniglot": 28, "cifar-fs": 32, "fc100": 32}
@@ -27,8 +27,9 @@ def add_data_parser(sub: Any, func: str) -> None:
     p.add_argument("--out", required=True, help="dataset directory (local path or pyarrow.fs URI)")
     p.add_argument("--root", default=None,
                    help="the source on disk: Omniglot arrays, mini-ImageNet (images/ + train/val/test.csv), "
-                        "tiered-ImageNet or an image folder (train/ val/ test/ of class folders), or the "
-                        "directory holding cifar-100-python/")
+                        "tiered-ImageNet or an image folder (train/ val/ test/ of class folders), the "
+                        "directory holding cifar-100-python/, or Meta-Dataset's records (the official "
+                        "conversion: a folder per source of {class}.tfrecords + dataset_spec.json)")
     p.add_argument("--image-size", type=int, default=None,
                    help="resize to this (default: 28 Omniglot, 32 CIFAR-FS/FC100, 84 otherwise)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None,
@@ -36,6 +37,9 @@ def add_data_parser(sub: Any, func: str) -> None:
     p.add_argument("--split-file", default=None,
                    help="imagefolder: JSON {train: [classes], val: [...], test: [...]} or CSV class,split "
                         "for a single class-folder tree")
+    p.add_argument("--source", dest="md_source", default="all", metavar="NAME|all",
+                   help="meta-dataset: the source folder under --root (ilsvrc_2012, omniglot, aircraft, ...), or all "
+                        "of them (each packed to OUT/NAME)")
     p.add_argument("--csv-dir", default=None, help="mini-ImageNet: where train/val/test.csv are (default: --root)")
     p.add_argument("--download", action="store_true", help="CIFAR-FS / FC100: fetch CIFAR-100 into --root first")
     p.add_argument("--limit-classes", type=int, default=None, help="Omniglot: keep this many characters per split")
@@ -100,6 +104,10 @@ def pack_images(args: argparse.Namespace) -> Any:
 
         packer = pack_cifar_fs if args.source == "cifar-fs" else pack_fc100
         return packer(root, args.out, download=args.download, **common)
+    if args.source == "meta-dataset":
+        from distmeta.data import pack_meta_dataset
+
+        return pack_meta_dataset(root, args.out, args.md_source, image_size=size, **common)
     if args.source == "mini-imagenet":
         from distmeta.data.imagenet import pack_mini_imagenet
 
@@ -134,14 +142,20 @@ def run_data_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console()
-    if args.data_command == "pack":
-        manifest = pack(args)
-        counts = ", ".join(f"{s}: {i.classes} classes / {i.images} images" if i.is_classes else
-                           f"{s}: {i.episodes} episodes"
-                           for s in manifest.splits for i in [manifest.split(s)])
-        console.print(f"wrote shards and manifest.parquet to [bold]{args.out}[/] ({counts})", soft_wrap=True)
-        return 0
     from distmeta.data import Manifest
+
+    if args.data_command == "pack":
+        packed = pack(args)
+        for out, manifest in (((d, Manifest.read(d)) for d in packed.values()) if isinstance(packed, dict)
+                              else [(args.out, packed)]):
+            counts = ", ".join(f"{s}: {i.classes} classes / {i.images} images" if i.is_classes else
+                               f"{s}: {i.episodes} episodes"
+                               for s in manifest.splits for i in [manifest.split(s)])
+            console.print(f"wrote shards and manifest.parquet to [bold]{out}[/] ({counts})", soft_wrap=True)
+        if isinstance(packed, dict):
+            console.print(f"train on them with task.family=meta_dataset 'data.sources={json.dumps(list(packed.values()))}'",
+                          soft_wrap=True, markup=False)
+        return 0
 
     splits = [args.split] if args.split else Manifest.read(args.path).splits
     if args.data_command == "info":

@@ -108,6 +108,16 @@ def print_evaluation(report: Any) -> None:
                if report.acc is not None else "")
         progress_log.info("%s: after %d inner steps  query loss %.4f ± %.4f%s", title, row["inner_steps"],
                  row["query_loss"], row["query_loss_ci95"], acc)
+    sources = getattr(report, "sources", {})
+    if sources:
+        table = Table(title=f"per source, after {report.steps[-1]} inner steps, 95% CI")
+        for column in ("source", "episodes", "query acc"):
+            table.add_column(column, justify="left" if column == "source" else "right")
+        for name, part in sources.items():
+            table.add_row(name, str(part.episodes), f"{100 * part.acc[-1]:.2f}% ± {100 * part.acc_ci95[-1]:.2f}")
+            progress_log.info("%s: source %s: %d episodes  query acc %.2f%% ± %.2f", title, name, part.episodes,
+                              100 * part.acc[-1], 100 * part.acc_ci95[-1])
+        console.print(table)
 
 
 def print_summary(result: Any) -> None:

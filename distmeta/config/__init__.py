@@ -18,9 +18,9 @@ from distmeta.config.loading import (
     read_yaml,
     validate,
 )
-from distmeta.config.named import IMAGE_FAMILIES, IMAGE_KEYS, OMNIGLOT_KEYS
+from distmeta.config.named import IMAGE_FAMILIES, IMAGE_KEYS, MD_FAMILY, OMNIGLOT_KEYS
 from distmeta.config.run import RunConfig
 from distmeta.errors import ConfigError
 
-__all__ = ["IMAGE_FAMILIES", "IMAGE_KEYS", "OMNIGLOT_KEYS", "ConfigError", "RunConfig", "apply_overrides",
+__all__ = ["IMAGE_FAMILIES", "IMAGE_KEYS", "MD_FAMILY", "OMNIGLOT_KEYS", "ConfigError", "RunConfig", "apply_overrides",
            "differing_keys", "flat_keys", "load_config", "parse_override", "parse_yaml", "read_yaml", "validate"]

@@ -15,7 +15,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from distmeta import plugins
-from distmeta.config.named import IMAGE_KEY_HELP, IMAGE_KEYS, OMNIGLOT_KEYS
+from distmeta.config.named import (
+    IMAGE_KEY_HELP,
+    IMAGE_KEYS,
+    MD_FAMILY,
+    MD_KEY_HELP,
+    MD_KEYS,
+    OMNIGLOT_KEYS,
+)
 from distmeta.config.run import RunConfig
 
 DOCS_PAGE = "docs/config.md"
@@ -50,7 +57,7 @@ def choices(section: str, installed: bool = False) -> dict[str, list[str]]:
         if name not in out:
             out[name] = _keys_of(kind, name)
     if section == "task":
-        out |= {"omniglot": sorted(OMNIGLOT_KEYS), "images": sorted(IMAGE_KEYS)}
+        out |= {"omniglot": sorted(OMNIGLOT_KEYS), "images": sorted(IMAGE_KEYS), MD_FAMILY: sorted(MD_KEYS)}
     return out
 
 
@@ -76,7 +83,7 @@ def named_in(data: dict[str, Any]) -> list[str]:
 
 def image_keys() -> list[tuple[str, str]]:
     """The image families' keys with their meaning."""
-    return [(key, IMAGE_KEY_HELP[key]) for key in IMAGE_KEY_HELP]
+    return [(key, IMAGE_KEY_HELP[key]) for key in IMAGE_KEY_HELP] + list(MD_KEY_HELP.items())
 
 
 def fields() -> Iterator[tuple[str, str | None, list[tuple[str, str, Any, str]]]]:

@@ -8,7 +8,14 @@ import yaml
 from pydantic import Field, model_validator
 
 from distmeta import plugins
-from distmeta.config.named import IMAGE_FAMILIES, AlgorithmConfig, ModelConfig, Section, TaskConfig
+from distmeta.config.named import (
+    IMAGE_FAMILIES,
+    MD_FAMILY,
+    AlgorithmConfig,
+    ModelConfig,
+    Section,
+    TaskConfig,
+)
 from distmeta.config.sections import (
     CheckpointConfig,
     DataConfig,
@@ -44,6 +51,7 @@ class RunConfig(Section):
         if self.task.family == "images" and not self.data.path:
             raise ValueError("task.family=images reads class shards: set data.path to a packed data "
                              "set (distmeta data pack ...)")
+        self._check_sources()
         if self.task.family not in IMAGE_FAMILIES and (self.eval.way or self.eval.shot):
             raise ValueError(f"eval.way / eval.shot: only image tasks have them, not task.family={self.task.family}")
         if self.model.name in ("conv4", "resnet12") and way is not None:
@@ -60,6 +68,27 @@ class RunConfig(Section):
         except TypeError as exc:
             raise ValueError(f"model: {exc}") from None
         return self
+
+    def _check_sources(self) -> None:
+        data, md = self.data, self.task.family == MD_FAMILY
+        if data.sources and not md:
+            raise ValueError(f"data.sources: only task.family={MD_FAMILY} draws from several sources, not "
+                             f"task.family={self.task.family}")
+        if md and not (data.sources or data.path):
+            raise ValueError(f"task.family={MD_FAMILY}: set data.sources to the packed sources "
+                             "(distmeta data pack meta-dataset ...), or data.path to one")
+        if md and data.sources and data.path:
+            raise ValueError("data.path and data.sources are both set: list every source in data.sources")
+        if data.source_weights is not None and len(data.source_weights) != len(self.source_paths()):
+            raise ValueError(f"data.source_weights={data.source_weights}: one weight per data.sources entry "
+                             f"({len(self.source_paths())})")
+        if md and (self.eval.way or self.eval.shot or self.eval.query):
+            raise ValueError(f"eval.way / eval.shot / eval.query: {MD_FAMILY} evaluates on the sampler's "
+                             "variable-way variable-shot episodes (task.num_ways and friends fix them)")
+
+    def source_paths(self) -> list[str]:
+        """The packed sources a run reads: ``data.sources``, or ``data.path`` as the one."""
+        return list(self.data.sources or ([self.data.path] if self.data.path else []))
 
     def import_paths(self) -> list[str]:
         """The ``package.module:attr`` names of the user's code this config uses (the model,

@@ -139,6 +139,11 @@ class DataConfig(Section):
     cache_mb: float = Field(512.0, ge=0, le=10**7, description="bound on each worker's image cache")
     eval_seed: int = Field(0, ge=0, description="seed of the numbered set of held-out image episodes (the same "
                            "for every run)")
+    sources: list[str] | None = Field(None, min_length=1, description="task.family=meta_dataset: the packed "
+                                      "sources (class shards, e.g. distmeta data pack meta-dataset), one "
+                                      "episode's source drawn per task")
+    source_weights: list[float] | None = Field(None, description="task.family=meta_dataset: how often each of "
+                                               "data.sources is drawn (null: uniformly)")
 
 
 class TrackingConfig(Section):

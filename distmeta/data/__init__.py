@@ -34,7 +34,7 @@ _HOMES = {
     "split_characters": "omniglot", "pack_procedural": "procedural", "EpisodeReader": "reader",
     "ShardEpisodeSource": "reader", "iter_episodes": "reader", "ReadStats": "store",
     "ShardStore": "store", "ShardLayout": "writer", "SplitSpec": "writer", "publish": "writer",
-    "write_split": "writer",
+    "write_split": "writer", "pack_meta_dataset": "meta_dataset", "read_spec": "md_spec",
 }
 
 
@@ -50,6 +50,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ClassRecord",
     "ClassShards",
+    "pack_meta_dataset",
+    "read_spec",
     "pack_splits",
     "write_classes",
     "MANIFEST_NAME",

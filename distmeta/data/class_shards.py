@@ -42,6 +42,7 @@ class ClassShards(OverStore):
         self._image_bytes = int(np.prod(self.image_shape))
         self._classes: list[tuple[ShardRow, int, int, str]] | None = None
         self._counts: np.ndarray | None = None
+        self._metas: list[dict[str, Any]] = []
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -54,14 +55,15 @@ class ClassShards(OverStore):
         if self._classes is None:
             rows = self._store.rows
             self._store.index_many(rows)
-            classes = []
+            classes, metas = [], []
             for row in rows:
                 for i, span in enumerate(self._store.index(row) or ()):
                     classes.append((row, i, span.count, str((span.meta or {}).get("name"))))
+                    metas.append(dict(span.meta or {}))
             if not classes:
                 raise ShardError(", ".join(r.path for r in rows),
                                  f"every class shard of split {self.split!r} is bad; nothing to read")
-            self._classes = classes
+            self._classes, self._metas = classes, metas
             self._counts = np.array([c[2] for c in classes])
         return self._classes
 
@@ -78,6 +80,12 @@ class ClassShards(OverStore):
     def names(self) -> list[str]:
         """The classes' source names, in pool order."""
         return [c[3] for c in self._load()]
+
+    def class_meta(self) -> list[dict[str, Any]]:
+        """Each class's record meta (its name, and where packed its ``superclass`` or
+        ``ancestors``: the hierarchy samplers draw within), in pool order."""
+        self._load()
+        return self._metas
 
     def counts(self) -> np.ndarray:
         self._load()

@@ -34,7 +34,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -61,8 +61,9 @@ def size_pair(image_size: int | Sequence[int], channels: int) -> tuple[int, int]
     return int(size[0]), int(size[1])
 
 
-def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """uint8 ``[C, H, W]``: ``path`` decoded, converted, resized (BILINEAR) if needed."""
+def decode_image(path: Path | BinaryIO, size: tuple[int, int], channels: int, where: str | None = None) -> np.ndarray:
+    """uint8 ``[C, H, W]``: ``path`` (a file, or encoded bytes in a file object, which errors
+    call ``where``) decoded, converted, resized (BILINEAR) if needed."""
     try:
         with Image.open(path) as opened:
             img = opened.convert("RGB" if channels == 3 else "L")
@@ -70,7 +71,7 @@ def decode_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray
             img = img.resize((size[1], size[0]), Image.BILINEAR)
         array = np.asarray(img, dtype=np.uint8)
     except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
-        raise DataError(f"image {path}: cannot be decoded ({exc})") from exc
+        raise DataError(f"image {where or path}: cannot be decoded ({exc})") from exc
     return array.reshape(size[0], size[1], channels).transpose(2, 0, 1)
 
 

@@ -22,12 +22,15 @@ Finn's own code (Python ``random.seed(1)`` over its folder listing) used 1100/10
 
 Packed (:func:`pack_omniglot`), each character is one class record of a class shard; the
 rotations are added when sampling, so the packed and the in-memory pools give the same
-episodes for the same seed.
+episodes for the same seed. Each record keeps its alphabet (``alphabet``, and ``superclass``
+for samplers that draw an episode's classes within one alphabet, as Meta-Dataset's): Lake's
+50 alphabets hold consecutive char_ids, in the order of ``splits/omniglot-alphabets.json``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -194,10 +197,22 @@ def omniglot_classes(root: str | Path, image_size: int = 28, split_seed: int | N
     return OmniglotSplits(pools, {s: splits[s] + 1 for s in SPLITS}, identity)
 
 
+def alphabets() -> list[str]:
+    """The alphabet of each character, by ``class_index`` (``char_id - 1``)."""
+    table = json.loads((Path(__file__).with_name("splits") / "omniglot-alphabets.json").read_text())
+    out = [name for _, name, count in table for _ in range(count)]
+    if len(out) != N_CHARACTERS:
+        raise DataError(f"splits/omniglot-alphabets.json lists {len(out)} characters, not {N_CHARACTERS}")
+    return out
+
+
 def _class_records(images: np.ndarray, char_ids: np.ndarray, channels: int) -> Iterator[ClassRecord]:
+    names = alphabets()
     for pixels, char_id in zip(images, char_ids, strict=True):
         stored = np.repeat(pixels[:, None], channels, axis=1)  # [20, C, H, W], ink 255
-        yield ClassRecord(np.ascontiguousarray(stored), f"char{int(char_id):04d}", {"char_id": int(char_id)})
+        alphabet = names[int(char_id) - 1]
+        yield ClassRecord(np.ascontiguousarray(stored), f"char{int(char_id):04d}",
+                          {"char_id": int(char_id), "alphabet": alphabet, "superclass": alphabet})
 
 
 def pack_omniglot(root: str | Path, out_dir: str, *, image_size: int = 28, channels: int = 1,

@@ -91,11 +91,12 @@ class Episodes:
     query_x: np.ndarray
     query_y: np.ndarray
     classes: np.ndarray  # [T, way] indices into the (rotation-augmented) class pool
+    global_labels: bool = False  # labels are pool classes, not 0..way-1
 
     def batch(self) -> EpisodeBatch:
         t = torch.from_numpy
         return EpisodeBatch(t(self.support_x), t(self.support_y), t(self.query_x), t(self.query_y),
-                            "cross_entropy", int(self.classes.shape[1]))
+                            "cross_entropy", None if self.global_labels else int(self.classes.shape[1]))
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class ImageClasses:
             np.ascontiguousarray(labels[:, :, :k].reshape(n_tasks, -1)).astype(np.int64),
             np.ascontiguousarray(xs[:, :, k:].reshape(n_tasks, -1, *shape)),
             np.ascontiguousarray(labels[:, :, k:].reshape(n_tasks, -1)).astype(np.int64),
-            classes,
+            classes, self.labels == "global",
         )
 
     def sample(self, n_tasks: int, seed: int, step: int, shard: int) -> EpisodeBatch:

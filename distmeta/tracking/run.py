@@ -106,11 +106,17 @@ class RunTracking:
         final = {f"eval/{split}/query_loss_pre": report.loss[0], f"eval/{split}/query_loss_post": report.loss[-1]}
         if report.acc is not None:
             final |= {f"eval/{split}/query_acc_pre": report.acc[0], f"eval/{split}/query_acc_post": report.acc[-1]}
+        for name, part in getattr(report, "sources", {}).items():
+            final |= {f"eval/{split}/{name}/query_acc_post": part.acc[-1],
+                      f"eval/{split}/{name}/query_acc_ci95": part.acc_ci95[-1],
+                      f"eval/{split}/{name}/query_loss_post": part.loss[-1]}
         self.tracker.log_metrics(step, final)
         for i, inner in enumerate(report.steps):
             self.tracker.log_metrics(int(inner), {f"eval/{split}/curve/query_loss": report.loss[i]} | (
                 {f"eval/{split}/curve/query_acc": report.acc[i]} if report.acc is not None else {}))
-        self.tracker.log_dict({"split": split, "episodes": report.episodes, "rows": report.table()},
+        self.tracker.log_dict({"split": split, "episodes": report.episodes, "rows": report.table(),
+                               "sources": {n: {"episodes": p.episodes, "rows": p.table()}
+                                           for n, p in getattr(report, "sources", {}).items()}},
                               f"eval/{split}_table.json")
         private_folder(self.local)
         plot = adaptation_curve(report.steps, report.loss, report.loss_ci95,
