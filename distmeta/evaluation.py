@@ -7,6 +7,7 @@ tracker is the caller's business (:class:`distmeta.runtime.run.Run`, the logged 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from distmeta.algorithms import Evaluation
 from distmeta.config import MD_FAMILY, RunConfig
+from distmeta.leaderboard import rank, setting
 from distmeta.models import representation
 from distmeta.tasks import principal_angle_distance
 from distmeta.tasks.sources import evaluation_batches, md_tasks, source_batches, task_source
@@ -33,6 +35,8 @@ class EvalReport:
     acc_ci95: list[float] | None
     sources: dict[str, EvalReport] = field(default_factory=dict)
     """Meta-Dataset: each source's own report (the paper's table is per source)."""
+    ranking: dict[str, Any] = field(default_factory=dict)
+    """Meta-Dataset: the run's rank among the paper's methods (:func:`distmeta.leaderboard.rank`)."""
 
     @classmethod
     def of(cls, split: str, total: Evaluation, classification: bool,
@@ -104,11 +108,13 @@ def evaluate(cfg: RunConfig, params: Params, split: str | None = None, episodes:
         total, classification = _score(learner, evaluation_batches(cfg, split, episodes), steps, split)
         return EvalReport.of(split, total, classification)
     reports, total = {}, None
-    for s, name in enumerate(md_tasks(cfg, split).names):
+    for s, name in enumerate(md_tasks(cfg, split, held_out=True).names):
         part, _ = _score(learner, source_batches(cfg, s, split, episodes), steps, f"{split} ({name})")
         reports[name] = EvalReport.of(split, part, True)
         total = part if total is None else total + part
-    return EvalReport.of(split, total, True, reports)  # type: ignore[arg-type]
+    accuracy = {name: 100 * r.acc[-1] for name, r in reports.items()}  # type: ignore[index]
+    ranking = rank(accuracy, setting(md_tasks(cfg, cfg.data.split).names), cfg.name or "this run")
+    return dataclasses.replace(EvalReport.of(split, total, True, reports), ranking=ranking)  # type: ignore[arg-type]
 
 
 def _score(learner: Learner, batches: Iterable[Any], steps: int | None, what: str) -> tuple[Evaluation, bool]:

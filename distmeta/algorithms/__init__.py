@@ -17,6 +17,7 @@ from distmeta.algorithms.leap import Leap
 from distmeta.algorithms.maml import MAML
 from distmeta.algorithms.metasgd import MetaSGD
 from distmeta.algorithms.outer import OuterGradient
+from distmeta.algorithms.proto_maml import FOProtoMAML, ProtoMAML
 from distmeta.algorithms.protonet import ProtoNet
 from distmeta.algorithms.r2d2 import R2D2, ridge_head
 from distmeta.algorithms.registry import ALGORITHMS
@@ -25,4 +26,4 @@ from distmeta.types import EpisodeBatch, MetaAlgorithm, MetaGradient, Params
 
 __all__ = ["ALGORITHMS", "ERM", "FOMAML", "IMAML", "KFO", "MAML", "R2D2", "AdaptingRule", "EpisodeBatch",
            "Evaluation", "InnerState", "InnerUpdate", "Leap", "MetaAlgorithm", "MetaGradient", "MetaSGD",
-           "OuterGradient", "Params", "ProtoNet", "Reptile", "Rule", "ridge_head"]
+           "OuterGradient", "Params", "ProtoNet", "ProtoMAML", "FOProtoMAML", "Reptile", "Rule", "ridge_head"]

@@ -101,6 +101,9 @@ class Rule:
     config_name: ClassVar[str] = ""
     """The rule's ``algorithm.name``, for messages that name it (a plugin's: its class name)."""
 
+    classifies_only: ClassVar[bool] = False
+    """Whether the rule takes classification tasks only (its head is built from the classes)."""
+
     fuses_shards: ClassVar[bool] = False
     """Whether :meth:`shard_gradients` may run several logical shards as one chunk
     (:meth:`Chunk.grouped`): true for the rules whose every sum over tasks goes through
@@ -118,9 +121,13 @@ class Rule:
                     step: int = 0, combine: Callable[[T, T], T] | None = None, report: bool = True) -> T:
         """``fn`` of each chunk of ``batch``, summed over the chunks (or ``combine``d)."""
         names = self.adapted(params, model)
-        chunks = (Chunk.make(model, params, names, part, self.vectorize, step, report)
+        chunks = (self.prepare(Chunk.make(model, params, names, part, self.vectorize, step, report))
                   for part in slices(batch, self.vectorize, self.chunk_size))
         return over_chunks(chunks, fn, combine)
+
+    def prepare(self, c: Chunk) -> Chunk:
+        """The chunk as the rule starts from it: as made (Proto-MAML sets each task's head)."""
+        return c
 
     def meta_gradient(self, model: nn.Module, params: Params, batch: EpisodeBatch, step: int = 0,
                       metrics: bool = True) -> MetaGradient:

@@ -25,6 +25,7 @@ class ProtoNet(HeadRule):
     """Class prototypes as a closed-form head: ``ProtoNet()``."""
 
     config_name: ClassVar[str] = "protonet"
+    classifies_only: ClassVar[bool] = True
 
     def logits(self, c: Chunk, phi_s: Tensor, phi_q: Tensor) -> Tensor:
         if not is_classification(c.kind):

@@ -12,6 +12,7 @@ from distmeta.algorithms.kfo import KFO
 from distmeta.algorithms.leap import Leap
 from distmeta.algorithms.maml import MAML
 from distmeta.algorithms.metasgd import MetaSGD
+from distmeta.algorithms.proto_maml import FOProtoMAML, ProtoMAML
 from distmeta.algorithms.protonet import ProtoNet
 from distmeta.algorithms.r2d2 import R2D2
 from distmeta.algorithms.reptile import Reptile
@@ -27,4 +28,6 @@ ALGORITHMS: dict[str, type] = {
     "metasgd": MetaSGD,
     "kfo": KFO,
     "leap": Leap,
+    "proto_maml": ProtoMAML,
+    "fo_proto_maml": FOProtoMAML,
 }

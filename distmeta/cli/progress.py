@@ -118,6 +118,14 @@ def print_evaluation(report: Any) -> None:
             progress_log.info("%s: source %s: %d episodes  query acc %.2f%% ± %.2f", title, name, part.episodes,
                               100 * part.acc[-1], 100 * part.acc_ci95[-1])
         console.print(table)
+    ranking = getattr(report, "ranking", {})
+    if ranking:
+        places = ", ".join(f"{s} {r:g}" for s, r in ranking["rank"].items())
+        paper = ", ".join(f"{m} {r:.2f}" for m, r in ranking["paper_average_ranks"].items())
+        text = (f"rank among Triantafillou et al. 2020's methods (trained on {ranking['setting']}): average "
+                f"{ranking['average_rank']:.2f} over {len(ranking['sources'])} sources ({places}); theirs: {paper}")
+        console.print(text, soft_wrap=True, markup=False)
+        progress_log.info("%s", text)
 
 
 def print_summary(result: Any) -> None:

@@ -238,7 +238,7 @@ class ModelConfig(OpenSection):
     """The model (``name``) and its own keys; where its initial weights come from."""
 
     _section: ClassVar[str] = "model"
-    name: str = Field("mlp", description="the model: mlp, conv4, resnet12, linear_rep, linear, or an import path "
+    name: str = Field("mlp", description="the model: mlp, conv4, resnet12, resnet18, linear_rep, linear, or an import path "
                       "package.module:factory to any torch.nn.Module (a class or a function returning one)")
     head: str = Field("head", description="the module path of the model's linear head (its parameters' name "
                       "prefix): what adapt: head (ANIL), outer.zero_head and model.init_scope: body go by")

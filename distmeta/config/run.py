@@ -54,7 +54,7 @@ class RunConfig(Section):
         self._check_sources()
         if self.task.family not in IMAGE_FAMILIES and (self.eval.way or self.eval.shot):
             raise ValueError(f"eval.way / eval.shot: only image tasks have them, not task.family={self.task.family}")
-        if self.model.name in ("conv4", "resnet12") and way is not None:
+        if self.model.name in ("conv4", "resnet12", "resnet18") and way is not None:
             n_way = self.model.model_extra.setdefault("n_way", way)  # type: ignore[union-attr]
             if n_way != way:
                 raise ValueError(f"model.n_way={n_way} does not match task.way={way}")
@@ -71,8 +71,8 @@ class RunConfig(Section):
 
     def _check_sources(self) -> None:
         data, md = self.data, self.task.family == MD_FAMILY
-        if data.sources and not md:
-            raise ValueError(f"data.sources: only task.family={MD_FAMILY} draws from several sources, not "
+        if (data.sources or data.eval_sources) and not md:
+            raise ValueError(f"data.sources / data.eval_sources: only task.family={MD_FAMILY} draws from several sources, not "
                              f"task.family={self.task.family}")
         if md and not (data.sources or data.path):
             raise ValueError(f"task.family={MD_FAMILY}: set data.sources to the packed sources "
@@ -86,8 +86,11 @@ class RunConfig(Section):
             raise ValueError(f"eval.way / eval.shot / eval.query: {MD_FAMILY} evaluates on the sampler's "
                              "variable-way variable-shot episodes (task.num_ways and friends fix them)")
 
-    def source_paths(self) -> list[str]:
-        """The packed sources a run reads: ``data.sources``, or ``data.path`` as the one."""
+    def source_paths(self, held_out: bool = False) -> list[str]:
+        """The packed sources a run trains on: ``data.sources``, or ``data.path`` as the one;
+        ``held_out``: those it meta-tests on (``data.eval_sources``, by default the same)."""
+        if held_out and self.data.eval_sources:
+            return list(self.data.eval_sources)
         return list(self.data.sources or ([self.data.path] if self.data.path else []))
 
     def import_paths(self) -> list[str]:

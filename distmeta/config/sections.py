@@ -144,6 +144,9 @@ class DataConfig(Section):
                                       "episode's source drawn per task")
     source_weights: list[float] | None = Field(None, description="task.family=meta_dataset: how often each of "
                                                "data.sources is drawn (null: uniformly)")
+    eval_sources: list[str] | None = Field(None, min_length=1, description="task.family=meta_dataset: the "
+                                           "sources meta-tested, each on its own (null: data.sources; the paper "
+                                           "trains on ILSVRC only and tests on all ten)")
 
 
 class TrackingConfig(Section):

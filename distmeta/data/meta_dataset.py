@@ -129,7 +129,10 @@ def pack_md_source(root: str | Path, out_dir: str, *, image_size: int = 84, layo
                            f"({missing[0].name!r}, split {split}), which {spec.path} names, is missing "
                            f"({len(missing)} missing in all)")
     params = {"image_size": list(size), "channels": 3, "source": spec.name, "hierarchy": spec.hierarchy}
-    splits = {s: (read_class(spec, root, c, size) for c in classes) for s, classes in spec.splits.items()}
+    # Traffic Signs and MSCOCO are test-only sources: their empty splits are not written
+    splits = {s: (read_class(spec, root, c, size) for c in classes) for s, classes in spec.splits.items() if classes}
+    if not splits:
+        raise DataError(f"{spec.path}: no split has any class")
     logger.info("packing Meta-Dataset source %s (%s) from %s", spec.name, spec.kind, root)
     return pack_splits(out_dir, splits, dataset=f"meta-dataset/{spec.name}", params=params,
                        source=_identity(spec, root), layout=layout, progress=progress)

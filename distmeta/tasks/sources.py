@@ -96,17 +96,18 @@ def image_tasks(cfg: RunConfig, split: str, held_out: bool = False):
                         labels=kw.get("labels", "episode") if train else "episode")
 
 
-def md_tasks(cfg: RunConfig, split: str) -> MultiSourceEpisodes:
-    """Meta-Dataset's variable-way variable-shot episodes of ``split`` from every source."""
+def md_tasks(cfg: RunConfig, split: str, held_out: bool = False) -> MultiSourceEpisodes:
+    """Meta-Dataset's variable-way variable-shot episodes of ``split`` from every source (the
+    training sources, or ``held_out`` those meta-tested)."""
     pools = []
-    for path in cfg.source_paths():
+    for path in cfg.source_paths(held_out):
         pool = _shards(path, split, cfg.data.on_error, cfg.data.cache_mb, Manifest.read(path).digest)
         pools.append(SourcePool(str(pool.info.params.get("source") or path.rstrip("/").rsplit("/", 1)[-1]), pool))
     names = [p.name for p in pools]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ConfigError(f"data.sources: {twice} named more than once ({cfg.source_paths()}); each source once")
-    weights = tuple(cfg.data.source_weights) if cfg.data.source_weights else None
+        raise ConfigError(f"data.sources: {twice} named more than once ({cfg.source_paths(held_out)}); each source once")
+    weights = tuple(cfg.data.source_weights) if cfg.data.source_weights and not held_out else None
     return MultiSourceEpisodes(tuple(pools), EpisodeShape(**cfg.task.kwargs), weights)
 
 
@@ -133,7 +134,7 @@ def evaluation_batches(cfg: RunConfig, split: str | None = None, episodes: int |
     episodes = episodes or cfg.eval.episodes
     batch = batch or cfg.eval.batch
     if cfg.task.family == MD_FAMILY:
-        for s in range(len(cfg.source_paths())):
+        for s in range(len(cfg.source_paths(held_out=True))):
             yield from source_batches(cfg, s, split, episodes, batch)
         return
     if cfg.task.family in IMAGE_FAMILIES:
@@ -163,7 +164,7 @@ def source_batches(cfg: RunConfig, source: int, split: str | None = None, episod
     split = split or cfg.eval.split
     episodes = episodes or cfg.eval.episodes
     batch = batch or cfg.eval.batch
-    tasks = md_tasks(cfg, split)
+    tasks = md_tasks(cfg, split, held_out=True)
     for start in range(0, episodes, batch):
         yield tasks.numbered(start, min(batch, episodes - start), cfg.data.eval_seed, split_stream(split), source)
 
@@ -204,9 +205,11 @@ def check_data(cfg: RunConfig) -> None:
     if cfg.task.family == MD_FAMILY:
         source = task_source(cfg)
         check_input_shape(cfg, source.image_shape)
-        held_out = md_tasks(cfg, cfg.eval.split)
+        held_out = md_tasks(cfg, cfg.eval.split, held_out=True)
+        check_input_shape(cfg, held_out.image_shape)
         for s in range(len(source.sources)):  # the sampler's keys against every source's classes
             source.numbered(0, 1, cfg.seed, 0, s)
+        for s in range(len(held_out.sources)):
             held_out.numbered(0, 1, cfg.data.eval_seed, 0, s)
     elif cfg.data.path:
         source = task_source(cfg)

@@ -110,13 +110,17 @@ class RunTracking:
             final |= {f"eval/{split}/{name}/query_acc_post": part.acc[-1],
                       f"eval/{split}/{name}/query_acc_ci95": part.acc_ci95[-1],
                       f"eval/{split}/{name}/query_loss_post": part.loss[-1]}
+        ranking = getattr(report, "ranking", {})
+        if ranking:
+            final[f"eval/{split}/average_rank_{ranking['setting']}"] = ranking["average_rank"]
         self.tracker.log_metrics(step, final)
         for i, inner in enumerate(report.steps):
             self.tracker.log_metrics(int(inner), {f"eval/{split}/curve/query_loss": report.loss[i]} | (
                 {f"eval/{split}/curve/query_acc": report.acc[i]} if report.acc is not None else {}))
         self.tracker.log_dict({"split": split, "episodes": report.episodes, "rows": report.table(),
                                "sources": {n: {"episodes": p.episodes, "rows": p.table()}
-                                           for n, p in getattr(report, "sources", {}).items()}},
+                                           for n, p in getattr(report, "sources", {}).items()},
+                               "ranking": getattr(report, "ranking", {})},
                               f"eval/{split}_table.json")
         private_folder(self.local)
         plot = adaptation_curve(report.steps, report.loss, report.loss_ci95,

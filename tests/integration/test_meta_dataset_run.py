@@ -36,6 +36,7 @@ def test_multi_source_training_from_packed_records(tmp_path):
                str(tmp_path / "images")]
     config = str(Path("configs/meta_dataset_fomaml_all.yaml").resolve())
     run = subprocess.run([*CLI, "train", config, "--run-dir", str(tmp_path / "run"), f"data.sources={json.dumps(sources)}",
+                          "data.eval_sources=null", "runtime.gpus_per_worker=0", "model.name=conv4",
                           "model.image_size=28", "model.hidden=8", "model.n_way=12", "task.max_ways_upper_bound=12",
                           "task.max_support_set_size=40", "outer.steps=2", "runtime.meta_batch=4",
                           "runtime.logical_shards=2", "runtime.workers=2", "algorithm.inner_steps=1", "eval.steps=1",

@@ -15,7 +15,7 @@ from mdsets import bilevel_source, dag_source, flat_source
 from distmeta.algorithms import FOMAML, MAML, ProtoNet
 from distmeta.config import load_config
 from distmeta.data import ClassShards, pack_meta_dataset, read_spec
-from distmeta.data.errors import ShardError
+from distmeta.data.errors import ManifestError, ShardError
 from distmeta.errors import DataError, NotFound
 from distmeta.models.conv4 import conv4
 from distmeta.tasks.multi_source import MultiSourceEpisodes, SourcePool
@@ -51,6 +51,14 @@ def test_the_three_spec_kinds_pack_with_their_splits_and_hierarchies(packed):
     assert dag[0]["ancestors"] == ["traing0", "trainroot"]
     assert dag[-1]["ancestors"] == ["traing2", "trainroot", "trainshared"]  # the second parent's line too
     assert len({m["name"] for m in dag}) == 18
+
+
+def test_a_test_only_source_packs_its_test_split_alone(tmp_path):
+    folder = flat_source(tmp_path / "r", "traffic_sign", (0, 0, 6), images=8)
+    out = pack_meta_dataset(folder, str(tmp_path / "ts"), "traffic_sign", image_size=16)["traffic_sign"]
+    assert ClassShards(out, "test").n_classes == 6
+    with pytest.raises(ManifestError, match="train"):
+        ClassShards(out, "train")
 
 
 def test_bad_records_and_specs_name_the_file(tmp_path):
@@ -192,6 +200,26 @@ def test_groups_keep_task_order_within_a_layout(packed):
     assert torch.equal(batch.groups[0].support_x, EpisodeGroups.of([b for _, b in episodes]).groups[0].support_x)
 
 
+def test_ranks_among_the_papers_methods():
+    from distmeta.leaderboard import PAPER, SOURCES, rank
+
+    best = rank(dict.fromkeys(SOURCES, 100.0), "all")
+    assert best["average_rank"] == 1.0 and len(best["sources"]) == 10
+    as_paper = rank(dict(zip(SOURCES, PAPER["imagenet"]["fo-Proto-MAML"], strict=True)), "imagenet")
+    assert all(r == as_paper["paper_average_ranks"]["fo-Proto-MAML"] for r in [as_paper["average_rank"]])
+    assert sum(as_paper["paper_average_ranks"].values()) + as_paper["average_rank"] == pytest.approx(36.0)  # 1..8
+    two = rank({"omniglot": 70.0, "dtd": 0.0, "elsewhere": 99.0}, "imagenet")
+    assert two["sources"] == ["omniglot", "dtd"] and two["rank"] == {"omniglot": 1.0, "dtd": 8.0}
+
+
+def test_resnet18_gives_512_features_at_84_and_126_pixels():
+    from distmeta.models import resnet18
+
+    for size in (84, 126):
+        model = resnet18(5, image_size=size).to("meta")
+        assert model.n_features == 512 and model(torch.empty(2, 3, size, size, device="meta")).shape == (2, 5)
+
+
 def test_config_keys_of_meta_dataset_are_checked(packed):
     _, out = packed
     base = ["task.family=meta_dataset", f"data.sources={json.dumps(sorted(out.values()))}", "model.name=conv4",
@@ -204,7 +232,7 @@ def test_config_keys_of_meta_dataset_are_checked(packed):
         load_config(None, base + ["task.max_num_query=ten"])
     with pytest.raises(ValueError, match="data.source_weights=.*one weight per data.sources entry"):
         load_config(None, base + ["data.source_weights=[1, 2]"])
-    with pytest.raises(ValueError, match="data.sources: only task.family=meta_dataset"):
+    with pytest.raises(ValueError, match="data.sources / data.eval_sources: only task.family=meta_dataset"):
         load_config(None, [f"data.sources={json.dumps(sorted(out.values()))}"])
 
 

@@ -10,32 +10,36 @@ import pytest
 
 import distmeta.algorithms.base as base
 from distmeta.algorithms import ALGORITHMS
-from distmeta.models import conv4, mlp, resnet12
+from distmeta.models import conv4, mlp, resnet12, resnet18
 from distmeta.tasks import ImageClasses, Sinusoid
 
 MODELS = {
     "mlp": lambda: mlp(hidden=(8, 8)),
     "conv4": lambda: conv4(3, image_size=16, hidden=4),
     "resnet12": lambda: resnet12(3, in_channels=1, image_size=16, channels=(2, 3, 4, 5), drop_rate=0.1, block_size=2),
+    "resnet18": lambda: resnet18(3, in_channels=1, image_size=32, channels=(2, 3, 4, 5)),
 }
+SIZES = {"resnet18": 32}
 
 
 def batches(model, n=2):
     if model == "mlp":
         source = Sinusoid(shots=5, query=5)
     else:
-        images = np.random.default_rng(0).random((10, 6, 16, 16)).astype(np.float32)
+        size = SIZES.get(model, 16)
+        images = np.random.default_rng(0).random((10, 6, size, size)).astype(np.float32)
         source = ImageClasses(images, way=3, shot=1, query=2)
     return [source.sample(3, 0, 0, s).to("meta") for s in range(n)]
 
 
 def cases():
     """Every rule on every model, vectorised and per task; on ResNet-12 the per-task loop is
-    the model's own forward, which MAML covers."""
-    for model in MODELS:
+    the model's own forward, which MAML covers; ResNet-18 (Meta-Dataset's) under its rules."""
+    yield from (("resnet18", name, True) for name in ("fo_proto_maml", "maml", "protonet"))
+    for model in (m for m in MODELS if m != "resnet18"):
         for name in sorted(ALGORITHMS):
             for vectorize in (True, False):
-                if not (name == "protonet" and model == "mlp") and (vectorize or model != "resnet12" or name == "maml"):
+                if not (ALGORITHMS[name].classifies_only and model == "mlp") and (vectorize or model != "resnet12" or name == "maml"):
                     yield model, name, vectorize
 
 

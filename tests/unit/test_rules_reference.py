@@ -144,8 +144,8 @@ def test_vectorised_equals_per_task_loop(name, adapt, family):
     else:
         pool = family.split("-")[1]
         model, batch = conv4(3, image_size=16, hidden=4, pool=pool).double(), image_batch()
-    if name == "protonet" and family == "sinusoid":
-        pytest.skip("ProtoNets classify; the sinusoid is regression")
+    if ALGORITHMS[name].classifies_only and family == "sinusoid":
+        pytest.skip(f"{name} classifies; the sinusoid is regression")
     hyper = {} if name in ("r2d2", "protonet") else {"adapt": adapt, "inner_lr": 0.1}
     if name in ("maml", "fomaml", "imaml", "reptile", "metasgd", "kfo", "leap"):
         hyper["inner_steps"] = 2
