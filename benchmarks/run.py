@@ -28,7 +28,7 @@ from benchmarks.timing import load_average, machine_info, threads
 
 log = logging.getLogger(__name__)
 Section = Callable[[bool, Console], dict[str, Any]]
-SECTION_NAMES = ("throughput", "memory", "deep", "runtime", "scaling", "data", "flops", "longrun", "gpu", "tta")
+SECTION_NAMES = ("throughput", "memory", "deep", "runtime", "scaling", "data", "md", "flops", "longrun", "gpu", "tta")
 DEFAULT = SECTION_NAMES[:-1]
 """What ``make bench`` runs without ``--only``: ``tta`` (time to accuracy) takes 35 minutes."""
 
@@ -44,7 +44,7 @@ def sections() -> dict[str, Section]:
 
     return {"throughput": lazy("throughput"), "memory": lazy("peak_memory"), "deep": lazy("deep_memory"), "runtime": lazy("runtime_overhead"),
             "scaling": lazy("scaling"), "data": lazy("data_rate"), "flops": lazy("flops"), "longrun": lazy("long_runs"), "gpu": lazy("gpu"),
-            "tta": lazy("time_to_accuracy")}
+            "tta": lazy("time_to_accuracy"), "md": lazy("meta_dataset")}
 
 
 def choose(only: list[str] | None) -> list[str]:

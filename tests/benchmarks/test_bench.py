@@ -77,7 +77,7 @@ def test_memory_imaml_is_flat_in_inner_steps_and_maml_grows(bench):
 def test_unknown_sections_are_named():
     with pytest.raises(ValueError, match="nonsense"):
         choose(["memory", "nonsense"])
-    assert choose(None) == ["throughput", "memory", "deep", "runtime", "scaling", "data", "flops", "longrun", "gpu"]
+    assert choose(None) == ["throughput", "memory", "deep", "runtime", "scaling", "data", "md", "flops", "longrun", "gpu"]
     assert choose(["tta"]) == ["tta"]  # time to accuracy: 35 minutes, never by default
 
 
