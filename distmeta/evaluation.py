@@ -107,9 +107,9 @@ def evaluate(cfg: RunConfig, params: Params, split: str | None = None, episodes:
     if cfg.task.family != MD_FAMILY:
         total, classification = _score(learner, evaluation_batches(cfg, split, episodes), steps, split)
         return EvalReport.of(split, total, classification)
-    reports, total = {}, None
-    for s, name in enumerate(md_tasks(cfg, split, held_out=True).names):
-        part, _ = _score(learner, source_batches(cfg, s, split, episodes), steps, f"{split} ({name})")
+    reports, total, tasks = {}, None, md_tasks(cfg, split, held_out=True)
+    for s, name in enumerate(tasks.names):
+        part, _ = _score(learner, source_batches(cfg, s, split, episodes, tasks=tasks), steps, f"{split} ({name})")
         reports[name] = EvalReport.of(split, part, True)
         total = part if total is None else total + part
     accuracy = {name: 100 * r.acc[-1] for name, r in reports.items()}  # type: ignore[index]

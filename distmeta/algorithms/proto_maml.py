@@ -27,15 +27,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
 
 from distmeta.algorithms.chunk import BODY, Chunk, Sums, adaptation_metrics, gradients
 from distmeta.algorithms.inner import InnerLoop
 from distmeta.algorithms.outer import unroll
+from distmeta.algorithms.protonet import class_prototypes
 from distmeta.algorithms.unrolled import UnrolledRule
 from distmeta.losses import is_classification
+from distmeta.models.base import head_prefix
 from distmeta.types import Params
 
 
@@ -44,10 +45,9 @@ def prototype_head(c: Chunk, head: str) -> Params:
     body features at the chunk's starting parameters (on the graph to theta)."""
     if not is_classification(c.kind):
         raise ValueError(f"algorithm.name=proto_maml needs a classification task, not loss {c.kind!r}")
-    params = {**c.frozen, **c.start}
     start = {k[len(BODY):]: v for k, v in c.start.items() if k.startswith(BODY)}
     shared = {k[len(BODY):]: v for k, v in c.frozen.items() if k.startswith(BODY)}
-    if len(start) + len(shared) != sum(k.startswith(BODY) for k in params):
+    if not start and not shared:
         raise ValueError("proto_maml: the model needs a body (model.body) whose parameters are named body.*")
 
     def one(p: Params, xi: Tensor) -> Tensor:
@@ -55,9 +55,7 @@ def prototype_head(c: Chunk, head: str) -> Params:
 
     x = c.batch.support_x
     phi = vmap(one, randomness="different")(start, x) if c.batched else one(start, x[0]).unsqueeze(0)
-    way = c.batch.classes if c.batch.classes is not None else int(c.batch.support_y.max()) + 1
-    members = (c.batch.support_y[..., None] == torch.arange(way, device=phi.device)).to(phi.dtype)  # [T, S, way]
-    prototypes = members.transpose(-1, -2) @ phi / members.sum(1)[..., None]  # [T, way, F]
+    prototypes = class_prototypes(c, phi)  # [T, way, F]
     weight, bias = 2 * prototypes, -(prototypes ** 2).sum(-1)
     if not c.batched:
         weight, bias = weight[0], bias[0]
@@ -96,7 +94,7 @@ class ProtoMAML(UnrolledRule):
             raise ValueError(f"algorithm.bn_per_step / algorithm.msl_steps: not with algorithm.name={self.config_name}")
 
     def prepare(self, c: Chunk) -> Chunk:
-        head = getattr(c.model, "head_prefix", "head.")
+        head = head_prefix(c.model)
         if not any(k.startswith(head) for k in c.start):
             raise ValueError(f"algorithm.name={self.config_name}: the head ({head}*) must adapt (algorithm.adapt: "
                              "all or head)")
@@ -109,7 +107,7 @@ class ProtoMAML(UnrolledRule):
     def chunk_gradient(self, c: Chunk) -> Sums:
         if self.is_second_order(c):
             return super().chunk_gradient(c)
-        head = getattr(c.model, "head_prefix", "head.")
+        head = head_prefix(c.model)
         init = {k: v for k, v in c.start.items() if k.startswith(head)}
         loose = {k: v.detach().requires_grad_(True) for k, v in init.items()}  # the loop frees its own graph only
         c = dataclasses.replace(c, start={**c.start, **loose})

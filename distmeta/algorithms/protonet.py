@@ -30,7 +30,13 @@ class ProtoNet(HeadRule):
     def logits(self, c: Chunk, phi_s: Tensor, phi_q: Tensor) -> Tensor:
         if not is_classification(c.kind):
             raise ValueError(f"algorithm.name=protonet needs a classification task, not loss {c.kind!r}")
-        ways = torch.arange(n_out(c), device=phi_s.device)
-        members = (c.batch.support_y[..., None] == ways).to(phi_s.dtype)  # [T, S, way]
-        prototypes = members.transpose(-1, -2) @ phi_s / members.sum(1)[..., None]  # [T, way, F]
+        prototypes = class_prototypes(c, phi_s)
         return -((phi_q[:, :, None] - prototypes[:, None]) ** 2).sum(-1)
+
+
+def class_prototypes(c: Chunk, phi_s: Tensor) -> Tensor:
+    """Each task's class prototypes ``[T, way, F]``: the mean support embedding per class
+    (Eq. 1), from the support features ``phi_s`` ``[T, S, F]``."""
+    ways = torch.arange(n_out(c), device=phi_s.device)
+    members = (c.batch.support_y[..., None] == ways).to(phi_s.dtype)  # [T, S, way]
+    return members.transpose(-1, -2) @ phi_s / members.sum(1)[..., None]

@@ -40,7 +40,7 @@ class ClassShards(OverStore):
                 "image data sets are packed as classes (distmeta data pack)")
         self.image_shape: tuple[int, ...] = tuple(self._store.info.shapes["images"]["shape"][1:])
         self._image_bytes = int(np.prod(self.image_shape))
-        self._classes: list[tuple[ShardRow, int, int, str]] | None = None
+        self._classes: list[tuple[ShardRow, int, int]] | None = None
         self._counts: np.ndarray | None = None
         self._metas: list[dict[str, Any]] = []
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
@@ -51,14 +51,14 @@ class ClassShards(OverStore):
         state["_cache"] = OrderedDict()
         return state
 
-    def _load(self) -> list[tuple[ShardRow, int, int, str]]:
+    def _load(self) -> list[tuple[ShardRow, int, int]]:
         if self._classes is None:
             rows = self._store.rows
             self._store.index_many(rows)
             classes, metas = [], []
             for row in rows:
                 for i, span in enumerate(self._store.index(row) or ()):
-                    classes.append((row, i, span.count, str((span.meta or {}).get("name"))))
+                    classes.append((row, i, span.count))
                     metas.append(dict(span.meta or {}))
             if not classes:
                 raise ShardError(", ".join(r.path for r in rows),
@@ -79,7 +79,7 @@ class ClassShards(OverStore):
     @property
     def names(self) -> list[str]:
         """The classes' source names, in pool order."""
-        return [c[3] for c in self._load()]
+        return [str(m.get("name")) for m in self.class_meta()]
 
     def class_meta(self) -> list[dict[str, Any]]:
         """Each class's record meta (its name, and where packed its ``superclass`` or
@@ -93,7 +93,7 @@ class ClassShards(OverStore):
 
     def images(self, c: int, picks: np.ndarray) -> np.ndarray:
         """uint8 ``[len(picks), C, H, W]``: images ``picks`` of class ``c``."""
-        row, i, _, _ = self._load()[c]
+        row, i, _ = self._load()[c]
         out = np.empty((len(picks), *self.image_shape), np.uint8)
         missing = []
         for j, pick in enumerate(picks):

@@ -91,11 +91,9 @@ def read_examples(path: str | Path, image_key: str = "image", label_key: str = "
 
 
 def read_class(spec: SourceSpec, root: Path, c: SpecClass, size: tuple[int, int]) -> ClassRecord:
-    """Every image of class ``c``, decoded, RGB, resized; checked against the spec."""
+    """Every image of class ``c``, decoded, RGB, resized; checked against the spec (that the
+    file is there is checked for every class before packing starts: :func:`pack_md_source`)."""
     path = spec.record_file(root, c)
-    if not path.is_file():
-        raise NotFound(f"{path}: the record file of class {c.class_id} ({c.name!r}), which {spec.path} "
-                       "names, is missing")
     images = []
     for i, (data, label) in enumerate(read_examples(path)):
         if label != c.class_id:

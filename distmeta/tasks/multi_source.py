@@ -84,15 +84,16 @@ class MultiSourceEpisodes:
     def episode(self, rng: np.random.Generator, s: int) -> EpisodeBatch:
         """One episode of source ``s``, as a batch of one task."""
         pool = self.sources[s].pool
+        counts = pool.counts()
         try:
-            classes, shots, query = describe(rng, pool.counts(), self.shape, self._hierarchy(s))
+            classes, shots, query = describe(rng, counts, self.shape, self._hierarchy(s))
         except ValueError as exc:
             where = getattr(pool, "path", "")
             raise DataError(f"source {self.sources[s].name!r} ({where}, split {getattr(pool, 'split', '?')!r}): "
                              f"{exc}") from None
         support, query_x = [], []
         for c, k in zip(classes, shots, strict=True):
-            picks = rng.choice(int(pool.counts()[int(c)]), int(k) + query, replace=False)
+            picks = rng.choice(int(counts[int(c)]), int(k) + query, replace=False)
             images = as_float(pool.images(int(c), picks))
             support.append(images[:k])
             query_x.append(images[k:])

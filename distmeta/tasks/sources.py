@@ -134,8 +134,9 @@ def evaluation_batches(cfg: RunConfig, split: str | None = None, episodes: int |
     episodes = episodes or cfg.eval.episodes
     batch = batch or cfg.eval.batch
     if cfg.task.family == MD_FAMILY:
-        for s in range(len(cfg.source_paths(held_out=True))):
-            yield from source_batches(cfg, s, split, episodes, batch)
+        tasks = md_tasks(cfg, split, held_out=True)
+        for s in range(len(tasks.sources)):
+            yield from source_batches(cfg, s, split, episodes, batch, tasks)
         return
     if cfg.task.family in IMAGE_FAMILIES:
         tasks = image_tasks(cfg, split, held_out=True)
@@ -158,13 +159,14 @@ def evaluation_batches(cfg: RunConfig, split: str | None = None, episodes: int |
 
 
 def source_batches(cfg: RunConfig, source: int, split: str | None = None, episodes: int | None = None,
-                   batch: int | None = None) -> Iterator[EpisodeGroups]:
-    """Meta-Dataset's held-out episodes of one source (index into ``data.sources``): the first
-    ``episodes`` of its numbered set, ``batch`` at a time (the paper reports 600 per source)."""
+                   batch: int | None = None, tasks: MultiSourceEpisodes | None = None) -> Iterator[EpisodeGroups]:
+    """Meta-Dataset's held-out episodes of one source (index into the held-out sources): the
+    first ``episodes`` of its numbered set, ``batch`` at a time (the paper reports 600 per
+    source); ``tasks``: the held-out sources, when the caller has built them."""
     split = split or cfg.eval.split
     episodes = episodes or cfg.eval.episodes
     batch = batch or cfg.eval.batch
-    tasks = md_tasks(cfg, split, held_out=True)
+    tasks = tasks or md_tasks(cfg, split, held_out=True)
     for start in range(0, episodes, batch):
         yield tasks.numbered(start, min(batch, episodes - start), cfg.data.eval_seed, split_stream(split), source)
 
