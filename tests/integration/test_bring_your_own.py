@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,23 +25,41 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 DISTMETA = str(Path(sys.executable).with_name("distmeta"))
 
 
+def clean_env(**env: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | env
+
+
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | env
-    result = subprocess.run(args, cwd=cwd, env=clean, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(args, cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The package, and runs of it on 2 workers and on 1, trained from another folder."""
+    """The package, and runs of it on 2 workers and on 1, trained from another folder: both at
+    once, each on a local Ray of its own; the 2-worker run tracked in MLflow at ``uri``, the
+    1-worker run (only its parameters are compared) not tracked."""
     root = tmp_path_factory.mktemp("byo")
     project, elsewhere = write_project(root / "project"), root / "elsewhere"
     elsewhere.mkdir()
     uri = f"sqlite:///{root}/mlflow.db"
-    for workers in (2, 1):
-        run([DISTMETA, "train", str(project / "config.yaml"), "--run-dir", str(root / f"run{workers}"),
-             f"runtime.workers={workers}", f"tracking.uri={uri}"] + (["--no-eval"] if workers == 1 else []), elsewhere)
+    procs = {}
+    try:
+        for workers, extra in ((2, [f"tracking.uri={uri}"]), (1, ["tracking.enabled=false", "--no-eval"])):
+            procs[workers] = subprocess.Popen(
+                [DISTMETA, "train", str(project / "config.yaml"), "--run-dir", str(root / f"run{workers}"),
+                 f"runtime.workers={workers}", "runtime.dashboard=false", *extra],
+                cwd=elsewhere, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True)
+        for proc in procs.values():
+            out, _ = proc.communicate(timeout=240)
+            assert proc.returncode == 0, out[-6000:]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     return root, project, elsewhere, uri
 
 

@@ -15,6 +15,7 @@ each, nothing is lost: the run ends bit-identical to one that never met the faul
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -47,6 +48,26 @@ def train(*args: str, ok: bool = True, timeout: float = 200) -> subprocess.Compl
     return result
 
 
+def trains(*runs: tuple[list[str], bool], timeout: float = 200) -> list[subprocess.CompletedProcess]:
+    """``train(*args, ok=ok)`` of each ``(args, ok)`` at once: independent jobs side by side on
+    the cluster (each in a run directory of its own); whatever is left is killed at the end."""
+    procs = [subprocess.Popen([DISTMETA, "train", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True) for args, _ in runs]
+    try:
+        outputs = [proc.communicate(timeout=timeout) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    results = [subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+               for proc, (out, err) in zip(procs, outputs, strict=True)]
+    for result, (_, ok) in zip(results, runs, strict=True):
+        if ok:
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return results
+
+
 def final(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(RunDir(str(run_dir)))["params"]
 
@@ -56,20 +77,76 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The uninterrupted run every faulty one must end equal to."""
-    root = tmp_path_factory.mktemp("reference")
-    train(*BASE, "--run-dir", str(root / "run"), "--no-eval")
-    return final(root / "run")
+def cluster():
+    """``--address`` of one local Ray that the runs of the storage and checkpoint tests join, as
+    jobs on a cluster do, instead of each starting and stopping a Ray of its own (seconds a
+    run): the faults met are the run directory's, not Ray's. Stopped with the module."""
+    import ray
+
+    from distmeta.runtime.cluster import connect
+
+    session = connect(num_cpus=4, object_store_mb=200, dashboard=False)
+    try:
+        yield ["--address", session.address]
+    finally:
+        ray.shutdown()
 
 
-def test_storage_that_fails_stops_the_run_and_loses_nothing(reference, tmp_path):
+class Started:
+    """``distmeta train ARGS`` started now, in a process group of its own; ``wait()`` waits
+    for it (once) and checks that it ended well."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([DISTMETA, "train", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.out: str | None = None
+
+    def wait(self) -> None:
+        if self.out is None:
+            self.out, _ = self.proc.communicate(timeout=200)
+        assert self.proc.returncode == 0, self.out[-4000:]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def fault_free(tmp_path_factory, cluster):
+    """The module's two runs without a fault, started at once on the cluster, beside the first
+    test's own runs: the uninterrupted run every faulty one must end equal to, and one run to
+    step 30 (that the truncated-checkpoint test copies)."""
+    root = tmp_path_factory.mktemp("fault_free")
+    runs = {"reference": Started(*BASE, "--run-dir", str(root / "reference"), "--no-eval", *cluster),
+            "step30": Started(*BASE, "--run-dir", str(root / "step30"), "--until-step", "30", *cluster)}
+    try:
+        yield root, runs
+    finally:
+        for run in runs.values():
+            run.kill()
+
+
+@pytest.fixture(scope="module")
+def reference(fault_free):
+    """``reference()``: the final parameters of the uninterrupted run (waited for)."""
+    root, runs = fault_free
+
+    @functools.cache
+    def params() -> dict[str, torch.Tensor]:
+        runs["reference"].wait()
+        return final(root / "reference")
+
+    return params
+
+
+def test_storage_that_fails_stops_the_run_and_loses_nothing(reference, cluster, tmp_path):
     run_dir, fallback, uri = tmp_path / "run", tmp_path / "fallback", f"sqlite:///{tmp_path}/mlflow.db"
     run_dir.mkdir()
     (run_dir / "checkpoints").write_text("not a folder")  # as a full disk or expired credentials look
     started = time.perf_counter()
     failed = train(*BASE, *TRACKED, f"tracking.uri={uri}", "checkpoint.retries=1", "checkpoint.retry_wait_s=0.05",
-                   f"checkpoint.fallback_dir={fallback}", "--run-dir", str(run_dir), ok=False)
+                   f"checkpoint.fallback_dir={fallback}", "--run-dir", str(run_dir), *cluster, ok=False)
     took = time.perf_counter() - started
     assert failed.returncode == 2 and "its state is in" in failed.stderr, failed.stderr[-2000:]
     (saved,) = fallback.iterdir()
@@ -81,33 +158,37 @@ def test_storage_that_fails_stops_the_run_and_loses_nothing(reference, tmp_path)
     run = client.get_run(tracked["run_id"])
     assert run.info.status == "FAILED" and "could not be written" in run.data.tags["distmeta.failure"]
     assert client.get_metric_history(run.info.run_id, "train/checkpoint_failures")[-1].value >= 2
-    train("--resume", str(saved), "--no-eval")
-    assert same(final(saved), reference)
+    train("--resume", str(saved), "--no-eval", *cluster)
+    assert same(final(saved), reference())
     assert client.get_run(tracked["run_id"]).info.status == "FINISHED"  # the same MLflow run, continued
 
 
-def test_a_truncated_newest_checkpoint_falls_back_and_other_server_shards_continue(reference, tmp_path):
+def test_a_truncated_newest_checkpoint_falls_back_and_other_server_shards_continue(fault_free, reference, cluster,
+                                                                                   tmp_path):
     """One run to step 30, copied three times: its newest checkpoint emptied (the resume
     continues from the previous one), resumed on two server shards (from the newest step),
     every checkpoint emptied (refused, not restarted)."""
+    root, runs = fault_free
+    runs["step30"].wait()  # `distmeta train ... --until-step 30`, started with the module
     run_dir = tmp_path / "run"
-    train(*BASE, "--run-dir", str(run_dir), "--until-step", "30")
-    assert checkpoint_steps(RunDir(str(run_dir))) == [10, 20, 30]
-    for copy in ("sharded", "unreadable"):
-        shutil.copytree(run_dir, tmp_path / copy)
+    assert checkpoint_steps(RunDir(str(root / "step30"))) == [10, 20, 30]
+    for copy in ("run", "sharded", "unreadable"):
+        shutil.copytree(root / "step30", tmp_path / copy)
     (run_dir / "checkpoints" / "step-00000030.pt").write_bytes(b"")  # an unsynced rename, after a crash
-    resumed = train("--resume", str(run_dir), "--no-eval")
-    assert "skipping the checkpoint of step 30" in resumed.stderr and "step-00000030.pt cannot be read" in resumed.stderr
-    assert same(final(run_dir), reference)
-
-    sharded = train("--resume", str(tmp_path / "sharded"), "runtime.server_shards=2", "--no-eval")
-    assert "from step 30" in sharded.stdout + sharded.stderr
-    assert same(final(tmp_path / "sharded"), reference)
-    assert (tmp_path / "sharded" / "checkpoints" / "step-00000040.shard-1-of-2.pt").is_file()
-
     for name in ("step-00000010.pt", "step-00000020.pt", "step-00000030.pt"):  # none reads: refused, not restarted
         (tmp_path / "unreadable" / "checkpoints" / name).write_bytes(b"")
-    refused = train("--resume", str(tmp_path / "unreadable"), ok=False, timeout=60)
+    resumed, sharded, refused = trains(  # the three copies resumed at once
+        (["--resume", str(run_dir), "--no-eval", *cluster], True),
+        (["--resume", str(tmp_path / "sharded"), "runtime.server_shards=2", "--no-eval", *cluster], True),
+        (["--resume", str(tmp_path / "unreadable"), *cluster], False))
+
+    assert "skipping the checkpoint of step 30" in resumed.stderr and "step-00000030.pt cannot be read" in resumed.stderr
+    assert same(final(run_dir), reference())
+
+    assert "from step 30" in sharded.stdout + sharded.stderr
+    assert same(final(tmp_path / "sharded"), reference())
+    assert (tmp_path / "sharded" / "checkpoints" / "step-00000040.shard-1-of-2.pt").is_file()
+
     assert refused.returncode == 2 and "no checkpoint reads" in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "unreadable" / "checkpoints" / "step-00000000.pt").exists()
 

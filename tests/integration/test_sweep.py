@@ -1,6 +1,6 @@
 """``distmeta sweep`` on a real local Ray (Tune) and a real MLflow store: 4 sinusoid trials of
-1 worker each, ASHA stops the laggards, nested runs, the summary and the best config; the
-same command again continues the finished sweep instead of starting over."""
+1 worker each (2 at a time), ASHA stops the laggards, nested runs, the summary and the best
+config; the same command again continues the finished sweep instead of starting over."""
 
 import json
 
@@ -8,17 +8,38 @@ import pytest
 from mlflow import MlflowClient
 
 from distmeta.config import load_config
+from distmeta.runtime.cluster import connect
 from distmeta.runtime.sweep import SweepOptions, parse_grid, run_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
 
 
-def test_a_sweep_of_four_trials_stops_laggards_and_nests_its_runs(tmp_path):
+# Two trials at a time. ASHA still meets the laggards after the good learning rate's trials:
+# the grid starts with outer.lr=0.003 (trials 0 and 1); a 1e-5 trial starts only when one of them
+# has ended, so it reaches the first rung after a 0.003 trial has reported there; and a trial that
+# reports a rung first is never stopped at it, so a 0.003 trial still runs to the end.
+OPTIONS = SweepOptions(eval_every=20, eval_episodes=50, max_concurrent=2)
+
+
+@pytest.fixture
+def ray_session():
+    """One local Ray for both sweeps of the test (each would start and stop one of its own),
+    with 4 logical CPUs: room for two trials (0.01 + 1 CPU each) at once on 2 cores."""
+    import ray
+
+    connect(num_cpus=4, dashboard=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_a_sweep_of_four_trials_stops_laggards_and_nests_its_runs(ray_session, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     base = load_config("configs/sinusoid_maml.yaml", ["outer.steps=60", "runtime.workers=1", "tracking.log_model=false",
                                                       "tracking.system_metrics=false", f"tracking.uri={uri}"])
     grid = ["outer.lr=0.003,0.00001", "algorithm.inner_lr=0.01,0.02"]
-    result = run_sweep(base, grid, str(tmp_path / "sweep"), SweepOptions(eval_every=20, eval_episodes=50))
+    result = run_sweep(base, grid, str(tmp_path / "sweep"), OPTIONS)
     status = {r["outer.lr"]: set() for r in result.rows}
     for r in result.rows:
         status[r["outer.lr"]].add(r["status"])
@@ -39,7 +60,7 @@ def test_a_sweep_of_four_trials_stops_laggards_and_nests_its_runs(tmp_path):
     for r in result.rows:
         assert by_dir[r["trial"]] == ("FINISHED" if r["status"] == "FINISHED" else "KILLED"), (r, by_dir)
 
-    again = run_sweep(base, grid, str(tmp_path / "sweep"), SweepOptions(eval_every=20, eval_episodes=50))
+    again = run_sweep(base, grid, str(tmp_path / "sweep"), OPTIONS)
     assert again.parent_run_id == result.parent_run_id
     assert sorted((r["trial"], r["status"]) for r in again.rows) == sorted((r["trial"], r["status"]) for r in result.rows)
 
