@@ -24,8 +24,14 @@ class OuterConfig(Section):
     lr: float = Field(1e-3, gt=0, le=1e3, description="outer learning rate (the peak, under a schedule)")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (outer.optimizer: sgd)")
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay of the outer optimiser")
-    schedule: Literal["constant", "cosine"] = Field("constant", description="the outer learning rate after "
-                                                    "warm-up: constant, or cosine decay to 0 at outer.steps")
+    schedule: Literal["constant", "cosine", "staircase"] = Field("constant", description="the outer learning "
+                                                                 "rate after warm-up: constant, cosine decay to 0 "
+                                                                 "at outer.steps, or staircase: times "
+                                                                 "outer.decay_rate every outer.decay_every steps")
+    decay_every: int | None = Field(None, ge=1, le=10**9, description="steps between the staircase schedule's "
+                                    "decays (Meta-Dataset's Trainer.decay_every)")
+    decay_rate: float = Field(0.5, gt=0, le=1, description="the factor of each staircase decay (Meta-Dataset's "
+                                                            "Trainer.decay_rate)")
     warmup_steps: int = Field(0, ge=0, le=10**9, description="linear warm-up of the outer learning rate over this many steps")
     lr_scaling: Literal["none", "sqrt", "linear"] = Field("none", description="scale outer.lr by "
                                                           "runtime.meta_batch / outer.lr_base_batch (linear, Goyal et "
@@ -41,6 +47,8 @@ class OuterConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> OuterConfig:
+        if self.schedule == "staircase" and self.decay_every is None:
+            raise ValueError("outer.schedule=staircase needs outer.decay_every: the steps between decays")
         if self.lr_scaling != "none" and self.lr_base_batch is None:
             raise ValueError(f"outer.lr_scaling={self.lr_scaling} needs outer.lr_base_batch: the meta-batch "
                              "outer.lr was tuned at")

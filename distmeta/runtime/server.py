@@ -53,12 +53,16 @@ class StaleStepError(RuntimeError):
 
 def lr_at(cfg: RunConfig, step: int) -> float:
     """Outer learning rate at ``step``: linear warm-up to the peak (``outer.lr``, scaled for
-    the meta-batch by ``outer.lr_scaling``), then constant or cosine decay."""
+    the meta-batch by ``outer.lr_scaling``), then constant, cosine decay, or the staircase
+    exponential decay of Meta-Dataset's trainer (Triantafillou et al. 2020:
+    ``decay_rate ** floor(steps since warm-up / decay_every)``)."""
     outer = cfg.outer
     factor = min(1.0, (step + 1) / outer.warmup_steps) if outer.warmup_steps else 1.0
     if outer.schedule == "cosine":
         progress = min(1.0, max(0, step - outer.warmup_steps) / max(1, outer.steps - outer.warmup_steps))
         factor *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif outer.schedule == "staircase" and outer.decay_every:
+        factor *= outer.decay_rate ** (max(0, step - outer.warmup_steps) // outer.decay_every)
     return outer.peak_lr(cfg.runtime.meta_batch) * factor
 
 

@@ -136,6 +136,21 @@ def test_lr_schedule():
     assert lr_at(cfg, 110) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_staircase_schedule_is_meta_datasets_exponential_decay():
+    """tf.train.exponential_decay(lr, step, decay_every, rate, staircase=True), as Meta-Dataset's
+    trainer builds it, is lr * rate ** (step // decay_every)."""
+    cfg = load_config(None, ["outer.lr=0.0003", "outer.schedule=staircase", "outer.decay_every=500",
+                             "outer.decay_rate=0.766"])
+    assert [lr_at(cfg, t) for t in (0, 499, 500, 1999)] == pytest.approx([3e-4, 3e-4, 3e-4 * 0.766, 3e-4 * 0.766 ** 3])
+
+
+def test_staircase_without_decay_every_names_the_key():
+    from distmeta.config import ConfigError
+
+    with pytest.raises(ConfigError, match="outer.decay_every"):
+        load_config(None, ["outer.schedule=staircase"])
+
+
 @pytest.mark.parametrize("rule,factor", [("none", 1.0), ("sqrt", 2.0), ("linear", 4.0)])
 def test_lr_scaling_scales_the_peak_for_the_meta_batch_after_warm_up(rule, factor):
     cfg = load_config(None, ["outer.lr=0.01", f"outer.lr_scaling={rule}", "outer.lr_base_batch=16",
