@@ -3,7 +3,8 @@ process, written to JSON. Run from the repository root; nothing here is installe
 
 Sections (``--only`` takes their names): ``throughput``, ``memory``, ``runtime``, ``scaling``,
 ``data``, ``flops``, ``longrun``, ``gpu`` (the GPU acceptance check; skipped without CUDA), and
-``tta`` (time to accuracy against a plain loop: 35 minutes, so only with ``--only``). Each
+``tta`` (time to accuracy against a plain loop: 35 minutes) and ``batch`` (steps to an
+accuracy at four meta-batches: 45 minutes), these two only with ``--only``. Each
 returns a JSON-able dict and prints a table of ratios measured in this run.
 Per-core figures run with ``torch.set_num_threads(1)``. The JSON file is rewritten after
 every section, so a run that is stopped keeps what it measured.
@@ -28,9 +29,11 @@ from benchmarks.timing import load_average, machine_info, threads
 
 log = logging.getLogger(__name__)
 Section = Callable[[bool, Console], dict[str, Any]]
-SECTION_NAMES = ("throughput", "memory", "deep", "runtime", "scaling", "data", "md", "flops", "longrun", "gpu", "tta")
-DEFAULT = SECTION_NAMES[:-1]
-"""What ``make bench`` runs without ``--only``: ``tta`` (time to accuracy) takes 35 minutes."""
+SECTION_NAMES = ("throughput", "memory", "deep", "runtime", "scaling", "data", "md", "flops", "longrun", "gpu", "tta",
+                 "batch")
+DEFAULT = SECTION_NAMES[:-2]
+"""What ``make bench`` runs without ``--only``: ``tta`` (time to accuracy) takes 35 minutes,
+``batch`` (steps to an accuracy at four meta-batches) 45."""
 
 
 def sections() -> dict[str, Section]:
@@ -44,7 +47,8 @@ def sections() -> dict[str, Section]:
 
     return {"throughput": lazy("throughput"), "memory": lazy("peak_memory"), "deep": lazy("deep_memory"), "runtime": lazy("runtime_overhead"),
             "scaling": lazy("scaling"), "data": lazy("data_rate"), "flops": lazy("flops"), "longrun": lazy("long_runs"), "gpu": lazy("gpu"),
-            "tta": lazy("time_to_accuracy"), "md": lazy("meta_dataset")}
+            "tta": lazy("time_to_accuracy"), "md": lazy("meta_dataset"),
+            "batch": lazy("meta_batch_scaling")}
 
 
 def choose(only: list[str] | None) -> list[str]:

@@ -37,14 +37,14 @@ from benchmarks.report import print_table
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "omniglot_5w1s_maml_fast.yaml")
 
 
-def _cfg(data: str, budget_s: float, extra: list[str] | None = None):
+def config_for(data: str, budget_s: float, extra: list[str] | None = None):
     from distmeta.config import load_config
 
     return load_config(CONFIG, [f"data.path={data}", f"runtime.time_limit_s={budget_s}", "tracking.enabled=false",
                                 *(extra or [])])
 
 
-def _score(cfg, params) -> dict[str, float]:
+def score(cfg, params) -> dict[str, float]:
     from distmeta.evaluation import evaluate
 
     report = evaluate(cfg, params)
@@ -95,18 +95,20 @@ def plain_loop(cfg, budget_s: float, threads: int) -> list[dict[str, Any]]:
     return snapshots
 
 
-def distmeta_run(data: str, budget_s: float, run_dir: str, every: int = 1000) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``distmeta train`` from the command line; each checkpoint's params, with its time since launch."""
+def distmeta_run(data: str, budget_s: float, run_dir: str, every: int = 1000, config: str = CONFIG,
+                 overrides: list[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``distmeta train config`` from the command line; each checkpoint's params, with its
+    time since launch."""
     from distmeta.rundir.checkpoint import complete, load_checkpoint
     from distmeta.rundir.storage import RunDir
 
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
                MLFLOW_TRACKING_URI=f"sqlite:///{run_dir}-mlflow.db")
-    launch = time.time()
-    subprocess.run([sys.executable, "-m", "distmeta.cli", "train", CONFIG, "--run-dir", run_dir, "--no-eval",
+    launch = time.time()  # in run_dir's folder: MLflow's sqlite store puts artifacts under ./mlruns
+    subprocess.run([sys.executable, "-m", "distmeta.cli", "train", config, "--run-dir", run_dir, "--no-eval",
                     f"data.path={data}", f"runtime.time_limit_s={budget_s}", "checkpoint.keep=100",
-                    f"checkpoint.every={every}"],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+                    f"checkpoint.every={every}", *(overrides or [])],
+                   check=True, env=env, stdout=subprocess.DEVNULL, cwd=os.path.dirname(os.path.abspath(run_dir)))
     rd = RunDir(run_dir)
     points = []
     for step in complete(rd):
@@ -117,24 +119,32 @@ def distmeta_run(data: str, budget_s: float, run_dir: str, every: int = 1000) ->
     return points, {"steps": lines[-1]["step"] + 1 if lines else 0}
 
 
+def pack_omniglot(tmp: str) -> str:
+    """Omniglot at 28 px, grey, as ``distmeta data pack`` writes it: its directory."""
+    from distmeta.data.omniglot import omniglot_root
+
+    data = f"{tmp}/omniglot"
+    done = subprocess.run([sys.executable, "-m", "distmeta.cli", "data", "pack", "omniglot", "--root",
+                           str(omniglot_root(None)), "--out", data, "--image-size", "28", "--channels", "1",
+                           "--x-dtype", "uint8"], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"distmeta data pack omniglot failed: {done.stderr.strip().splitlines()[-1]}")
+    return data
+
+
 def run(quick: bool, console: Console) -> dict[str, Any]:
     import torch
 
-    from distmeta.data.omniglot import omniglot_root
-
     budget = 90.0 if quick else 900.0
     with tempfile.TemporaryDirectory(prefix="distmeta-bench-tta-") as tmp:
-        data = f"{tmp}/omniglot"
-        subprocess.run([sys.executable, "-m", "distmeta.cli", "data", "pack", "omniglot", "--root", str(omniglot_root(None)),
-                        "--out", data, "--image-size", "28", "--channels", "1", "--x-dtype", "uint8"],
-                       check=True, stdout=subprocess.DEVNULL)
-        cfg = _cfg(data, budget)
+        data = pack_omniglot(tmp)
+        cfg = config_for(data, budget)
         ours, info = distmeta_run(data, budget, f"{tmp}/run", every=100 if quick else 1000)
         loop = plain_loop(cfg, budget, torch.get_num_threads())
         rows = []
         for name, points in (("distmeta train", ours), ("plain per-task loop", loop)):
             for p in points:
-                rows.append({"how": name, "t_s": p["t_s"], "step": p["step"], **_score(cfg, p["params"])})
+                rows.append({"how": name, "t_s": p["t_s"], "step": p["step"], **score(cfg, p["params"])})
     print_table(console, f"tta: Omniglot 5-way 1-shot, {cfg.eval.episodes} test episodes, {cfg.eval.steps} inner steps",
                 ["how", "time since launch s", "step", "test acc", "95% CI"],
                 [[r["how"], f"{r['t_s']:.0f}", str(r["step"]), f"{100 * r['acc']:.2f}%", f"±{100 * r['ci95']:.2f}"]

@@ -79,6 +79,7 @@ def test_unknown_sections_are_named():
         choose(["memory", "nonsense"])
     assert choose(None) == ["throughput", "memory", "deep", "runtime", "scaling", "data", "md", "flops", "longrun", "gpu"]
     assert choose(["tta"]) == ["tta"]  # time to accuracy: 35 minutes, never by default
+    assert choose(["batch", "tta"]) == ["tta", "batch"]
 
 
 def test_peak_by_allocation_sees_temporaries_and_by_operator_still_works():
@@ -127,3 +128,23 @@ def test_the_gpu_checks_run_on_the_cpu():
     assert all(0 < r["relative_error"] < 1 and r["cosine"] > 0.5 for r in rows[:2])
     fused = fused_check("cpu")
     assert fused.keys() == {"mlp", "conv4"} and fused["mlp"] is True  # batched matrix products: what distmeta fuses
+
+
+def test_meta_batch_table_reads_the_first_checkpoint_at_each_accuracy(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from benchmarks.meta_batch_scaling import plot, protocol, report, runs
+
+    assert len(runs()) == 10 and runs()[0] == (16, "none")
+    assert protocol(64, "sqrt", 32_000) == ["runtime.meta_batch=64", "outer.lr_scaling=sqrt", "outer.lr_base_batch=16",
+                                            "outer.steps=500", "outer.warmup_steps=17", "algorithm.first_order_steps=167"]
+    points = [{"step": s, "tasks": 64 * s, "t_s": s / 10, "acc": a, "ci95": 0.01}
+              for s, a in ((100, 0.89), (200, 0.931), (300, 0.95), (400, 0.949))]
+    results = [{"meta_batch": 64, "rule": "sqrt", "peak_lr": 0.004, "steps": 400, "points": points, "wall_s": 40.0}]
+    (row,) = report(results, 25_600, Console(file=io.StringIO()))
+    assert row[3:7] == ["200 / 12,800", "200 / 12,800", "300 / 19,200", "-"]  # 90, 93, 95, 97%
+    assert row[7] == "94.9 ± 1.0%"
+    plot(results, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 0
