@@ -13,7 +13,7 @@ their steps at 16, and the rate after warm-up is ``outer.lr`` times 1 (none), sq
 config's 600 test episodes (3 inner steps, 95% CIs). The results do not depend on the number
 of workers (the logical-shard sums are bit for bit the same), only the wall time does.
 
-Each run takes a few minutes here (about 45 minutes for all ten), so it is not among the
+Each run takes a few minutes here (about 60 minutes for all ten), so it is not among the
 default sections: ``make bench ARGS="--only batch"``; ``--quick`` runs 1,600 tasks each, and
 ``DISTMETA_BENCH_BATCH_TASKS`` sets another budget.
 """
@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 
 from benchmarks.report import print_table
-from benchmarks.time_to_accuracy import CONFIG, config_for, distmeta_run, pack_omniglot, score
+from benchmarks.time_to_accuracy import config_for, distmeta_run, pack_omniglot, score
 
 BASE = 16
 BATCHES = (16, 32, 64, 128)
@@ -66,10 +66,10 @@ def run(quick: bool, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="distmeta-bench-batch-") as tmp:
         data = pack_omniglot(tmp)
         for batch, rule in runs():
-            cfg = config_for(data, DAY_S, protocol(batch, rule, tasks))
-            every = max(1, cfg.outer.steps // POINTS)
-            points, info = distmeta_run(data, DAY_S, f"{tmp}/run-{batch}-{rule}", every=every, config=CONFIG,
-                                        overrides=protocol(batch, rule, tasks))
+            overrides = protocol(batch, rule, tasks)
+            cfg = config_for(data, DAY_S, overrides)
+            points, info = distmeta_run(data, DAY_S, f"{tmp}/run-{batch}-{rule}",
+                                        every=max(1, cfg.outer.steps // POINTS), overrides=overrides)
             scored = [{"step": p["step"], "tasks": p["step"] * batch, "t_s": p["t_s"], **score(cfg, p["params"])}
                       for p in points]
             results.append({"meta_batch": batch, "rule": rule if batch != BASE else "any",
@@ -100,7 +100,7 @@ def report(results: list[dict[str, Any]], tasks: int, console: Console) -> list[
 
 
 def plot(results: list[dict[str, Any]], path: str) -> None:
-    """Test accuracy against outer steps, one line per (meta-batch, rule)."""
+    """Test accuracy against outer steps (left) and tasks (right), one line per (meta-batch, rule)."""
     import matplotlib
 
     matplotlib.use("Agg")

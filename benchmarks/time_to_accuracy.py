@@ -95,20 +95,21 @@ def plain_loop(cfg, budget_s: float, threads: int) -> list[dict[str, Any]]:
     return snapshots
 
 
-def distmeta_run(data: str, budget_s: float, run_dir: str, every: int = 1000, config: str = CONFIG,
+def distmeta_run(data: str, budget_s: float, run_dir: str, every: int = 1000,
                  overrides: list[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``distmeta train config`` from the command line; each checkpoint's params, with its
-    time since launch."""
+    """``distmeta train`` of the fast config (with ``overrides``) from the command line; each
+    checkpoint's params, with its time since launch."""
     from distmeta.rundir.checkpoint import complete, load_checkpoint
     from distmeta.rundir.storage import RunDir
 
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
                MLFLOW_TRACKING_URI=f"sqlite:///{run_dir}-mlflow.db")
-    launch = time.time()  # in run_dir's folder: MLflow's sqlite store puts artifacts under ./mlruns
-    subprocess.run([sys.executable, "-m", "distmeta.cli", "train", config, "--run-dir", run_dir, "--no-eval",
+    cwd = os.path.dirname(os.path.abspath(run_dir))  # MLflow's sqlite store puts artifacts under ./mlruns
+    launch = time.time()
+    subprocess.run([sys.executable, "-m", "distmeta.cli", "train", CONFIG, "--run-dir", run_dir, "--no-eval",
                     f"data.path={data}", f"runtime.time_limit_s={budget_s}", "checkpoint.keep=100",
                     f"checkpoint.every={every}", *(overrides or [])],
-                   check=True, env=env, stdout=subprocess.DEVNULL, cwd=os.path.dirname(os.path.abspath(run_dir)))
+                   check=True, env=env, stdout=subprocess.DEVNULL, cwd=cwd)
     rd = RunDir(run_dir)
     points = []
     for step in complete(rd):
@@ -128,7 +129,8 @@ def pack_omniglot(tmp: str) -> str:
                            str(omniglot_root(None)), "--out", data, "--image-size", "28", "--channels", "1",
                            "--x-dtype", "uint8"], capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(f"distmeta data pack omniglot failed: {done.stderr.strip().splitlines()[-1]}")
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise RuntimeError(f"distmeta data pack omniglot failed: {last}")
     return data
 
 

@@ -61,7 +61,7 @@ def lr_at(cfg: RunConfig, step: int) -> float:
     if outer.schedule == "cosine":
         progress = min(1.0, max(0, step - outer.warmup_steps) / max(1, outer.steps - outer.warmup_steps))
         factor *= 0.5 * (1.0 + math.cos(math.pi * progress))
-    elif outer.schedule == "staircase" and outer.decay_every:
+    elif outer.schedule == "staircase":  # outer.decay_every is set: the config checks it
         factor *= outer.decay_rate ** (max(0, step - outer.warmup_steps) // outer.decay_every)
     return outer.peak_lr(cfg.runtime.meta_batch) * factor
 
